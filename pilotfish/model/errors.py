@@ -21,6 +21,9 @@ class ConfigError:
     namespace: str | None = None
     name: str | None = None
     field: str | None = None  # dotted path inside the object, e.g. spec.http[0].match[1].uri
+    # "error": the object (or the part named) is not in force; "warning": it is served,
+    # but probably not as the user meant (e.g. a route to a host no registry knows).
+    severity: str = "error"
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

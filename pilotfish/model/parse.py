@@ -1,0 +1,342 @@
+"""Strict parsing of one manifest into a typed object, or errors that say exactly why not.
+
+Istio specs go through `json_format.ParseDict` on our own protos, which gives exact field
+names, enums, durations and oneofs, and a precise error for an unknown or mistyped field.
+Kubernetes kinds are read field by field, checking the types of the fields we use.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from google.protobuf import json_format
+
+from pilotfish.api.kinds import API_VERSIONS, SPEC_TYPES, parse_spec
+from pilotfish.model.documents import RawDocument
+from pilotfish.model.errors import ConfigError
+from pilotfish.model.objects import (
+    ConfigObject,
+    EndpointAddress,
+    EndpointPort,
+    EndpointSet,
+    EndpointSubset,
+    IstioObject,
+    Namespace,
+    ObjectMeta,
+    ObjectRef,
+    Origin,
+    Secret,
+    Service,
+    ServicePort,
+)
+
+_CORE_KINDS = {"Service", "Endpoints", "Secret", "Namespace"}
+_CLUSTER_SCOPED = {"Namespace"}
+
+SUPPORTED_KINDS: dict[str, tuple[str, ...]] = {
+    **{kind: API_VERSIONS for kind in SPEC_TYPES},
+    **{kind: ("v1",) for kind in _CORE_KINDS},
+    "EndpointSlice": ("discovery.k8s.io/v1",),
+}
+
+
+class FieldError(Exception):
+    """A problem at a field path inside the document."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def parse_document(doc: RawDocument) -> ConfigObject | ConfigError:
+    """Turn one manifest into a typed object, or the first error that stops it."""
+    namespace, name = doc.meta()
+    kind = doc.kind
+
+    def error(message: str, field: str | None = None) -> ConfigError:
+        return ConfigError(message, doc.file, doc.index, kind or None, namespace, name, field)
+
+    if not kind:
+        return error("missing `kind`", "kind")
+    api_version = doc.body.get("apiVersion")
+    if kind not in SUPPORTED_KINDS:
+        supported = ", ".join(sorted(SUPPORTED_KINDS))
+        return error(f"unsupported kind {kind!r} (supported: {supported})", "kind")
+    if api_version not in SUPPORTED_KINDS[kind]:
+        wanted = " or ".join(SUPPORTED_KINDS[kind])
+        return error(f"apiVersion {api_version!r} is not served for {kind}: use {wanted}", "apiVersion")
+    try:
+        meta = _parse_meta(doc.body.get("metadata"), cluster_scoped=kind in _CLUSTER_SCOPED)
+        origin = Origin(doc.file, doc.index)
+        return _PARSERS[kind](doc.body, meta, origin)
+    except FieldError as exc:
+        return error(exc.message, exc.field)
+
+
+# --- metadata ---------------------------------------------------------------------------
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _parse_meta(raw: Any, *, cluster_scoped: bool) -> ObjectMeta:
+    meta = _mapping(raw, "metadata")
+    name = _string(meta.get("name"), "metadata.name")
+    if not name:
+        raise FieldError("metadata.name", "metadata.name is required")
+    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        raise FieldError("metadata.name", f"{name!r} is not a valid name (lowercase DNS subdomain)")
+    namespace = "" if cluster_scoped else _string(meta.get("namespace"), "metadata.namespace") or "default"
+    if namespace and not _DNS_LABEL.match(namespace):
+        raise FieldError("metadata.namespace", f"{namespace!r} is not a valid namespace name")
+    return ObjectMeta(
+        name=name,
+        namespace=namespace,
+        labels=_string_map(meta.get("labels"), "metadata.labels"),
+        annotations=_string_map(meta.get("annotations"), "metadata.annotations"),
+        creation_timestamp=_string(meta.get("creationTimestamp"), "metadata.creationTimestamp"),
+        resource_version=_string(meta.get("resourceVersion"), "metadata.resourceVersion"),
+    )
+
+
+# --- Istio kinds ------------------------------------------------------------------------
+
+_PROTO_PATH = re.compile(r'at "[A-Za-z0-9_]+\.?([^"]*)"')
+
+
+def _parse_istio(kind: str) -> Callable[[Mapping[str, Any], ObjectMeta, Origin], ConfigObject]:
+    def parse(body: Mapping[str, Any], meta: ObjectMeta, origin: Origin) -> ConfigObject:
+        spec = body.get("spec")
+        if spec is None:
+            raise FieldError("spec", "spec is required")
+        if not isinstance(spec, dict):
+            raise FieldError("spec", f"spec must be a mapping, got {type(spec).__name__}")
+        try:
+            message = parse_spec(kind, spec)
+        except json_format.ParseError as exc:
+            raise FieldError(_proto_error_path(str(exc)), _proto_error_message(str(exc))) from None
+        return IstioObject(kind, meta, message, origin)
+
+    return parse
+
+
+def _proto_error_path(text: str) -> str:
+    """json_format says where: `... at "Gateway.servers[0].port"`. Make it `spec.servers[0].port`."""
+    found = _PROTO_PATH.findall(text)
+    return "spec" + ("." + found[-1] if found and found[-1] else "")
+
+
+def _proto_error_message(text: str) -> str:
+    return re.sub(r'\s*at "[^"]*"', "", text).replace("Failed to parse ", "").strip().rstrip(".")
+
+
+# --- Kubernetes kinds -------------------------------------------------------------------
+
+
+def _parse_service(body: Mapping[str, Any], meta: ObjectMeta, origin: Origin) -> ConfigObject:
+    spec = _mapping(body.get("spec"), "spec")
+    ports = []
+    for i, raw in enumerate(_list(spec.get("ports"), "spec.ports")):
+        path = f"spec.ports[{i}]"
+        port_map = _mapping(raw, path)
+        port = _port_number(port_map.get("port"), f"{path}.port", required=True)
+        target = port_map.get("targetPort")
+        target_port: int | str
+        if target is None:
+            target_port = port
+        elif isinstance(target, str) and not target.isdigit():
+            target_port = target
+        else:
+            target_port = _port_number(target, f"{path}.targetPort", required=True)
+        ports.append(
+            ServicePort(
+                port=port,
+                name=_string(port_map.get("name"), f"{path}.name"),
+                target_port=target_port,
+                protocol=_string(port_map.get("protocol"), f"{path}.protocol") or "TCP",
+                app_protocol=_string(port_map.get("appProtocol"), f"{path}.appProtocol"),
+            )
+        )
+    if len(ports) > 1 and any(not p.name for p in ports):
+        raise FieldError("spec.ports", "every port must have a name when a Service has several")
+    return Service(
+        meta=meta,
+        ports=tuple(ports),
+        selector=_string_map(spec.get("selector"), "spec.selector"),
+        type=_string(spec.get("type"), "spec.type") or "ClusterIP",
+        cluster_ip=_string(spec.get("clusterIP"), "spec.clusterIP"),
+        external_name=_string(spec.get("externalName"), "spec.externalName"),
+        origin=origin,
+    )
+
+
+def _parse_endpoint_slice(body: Mapping[str, Any], meta: ObjectMeta, origin: Origin) -> ConfigObject:
+    service = meta.labels.get("kubernetes.io/service-name", "")
+    if not service:
+        raise FieldError(
+            "metadata.labels",
+            "an EndpointSlice needs the label kubernetes.io/service-name naming its Service",
+        )
+    address_type = _string(body.get("addressType"), "addressType") or "IPv4"
+    ports = tuple(
+        _endpoint_port(raw, f"ports[{i}]") for i, raw in enumerate(_list(body.get("ports"), "ports"))
+    )
+    endpoints = []
+    for i, raw in enumerate(_list(body.get("endpoints"), "endpoints")):
+        path = f"endpoints[{i}]"
+        ep = _mapping(raw, path)
+        addresses = tuple(
+            _string(a, f"{path}.addresses[{j}]")
+            for j, a in enumerate(_list(ep.get("addresses"), f"{path}.addresses"))
+        )
+        if not addresses:
+            raise FieldError(f"{path}.addresses", "an endpoint needs at least one address")
+        conditions = _mapping(ep.get("conditions", {}), f"{path}.conditions")
+        ready = conditions.get("ready", True)  # the API says: unknown means ready
+        if not isinstance(ready, bool):
+            raise FieldError(f"{path}.conditions.ready", "must be true or false")
+        endpoints.append(
+            EndpointAddress(
+                addresses=addresses,
+                ready=ready,
+                target_ref=_object_ref(ep.get("targetRef"), f"{path}.targetRef", meta.namespace),
+                hostname=_string(ep.get("hostname"), f"{path}.hostname"),
+            )
+        )
+    return EndpointSet(
+        meta=meta,
+        service_name=service,
+        subsets=(EndpointSubset(ports, tuple(endpoints)),),
+        address_type=address_type,
+        origin=origin,
+    )
+
+
+def _parse_endpoints(body: Mapping[str, Any], meta: ObjectMeta, origin: Origin) -> ConfigObject:
+    subsets = []
+    for i, raw in enumerate(_list(body.get("subsets"), "subsets")):
+        path = f"subsets[{i}]"
+        subset = _mapping(raw, path)
+        ports = tuple(
+            _endpoint_port(p, f"{path}.ports[{j}]")
+            for j, p in enumerate(_list(subset.get("ports"), f"{path}.ports"))
+        )
+        addresses: list[EndpointAddress] = []
+        for field_name, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for j, a in enumerate(_list(subset.get(field_name), f"{path}.{field_name}")):
+                apath = f"{path}.{field_name}[{j}]"
+                amap = _mapping(a, apath)
+                ip = _string(amap.get("ip"), f"{apath}.ip")
+                if not ip:
+                    raise FieldError(f"{apath}.ip", "an address needs an ip")
+                addresses.append(
+                    EndpointAddress(
+                        addresses=(ip,),
+                        ready=ready,
+                        target_ref=_object_ref(amap.get("targetRef"), f"{apath}.targetRef", meta.namespace),
+                        hostname=_string(amap.get("hostname"), f"{apath}.hostname"),
+                    )
+                )
+        subsets.append(EndpointSubset(ports, tuple(addresses)))
+    return EndpointSet(
+        meta=meta, service_name=meta.name, subsets=tuple(subsets), origin=origin, kind="Endpoints"
+    )
+
+
+def _parse_secret(body: Mapping[str, Any], meta: ObjectMeta, origin: Origin) -> ConfigObject:
+    data: dict[str, bytes] = {}
+    for key, value in _mapping(body.get("data", {}), "data").items():
+        try:
+            data[str(key)] = base64.b64decode(_string(value, f"data.{key}"), validate=True)
+        except (binascii.Error, ValueError):
+            raise FieldError(f"data.{key}", "not valid base64") from None
+    for key, value in _mapping(body.get("stringData", {}), "stringData").items():
+        data[str(key)] = _string(value, f"stringData.{key}").encode()
+    return Secret(
+        meta=meta, type=_string(body.get("type"), "type") or "Opaque", data=data, origin=origin
+    )
+
+
+def _parse_namespace(body: Mapping[str, Any], meta: ObjectMeta, origin: Origin) -> ConfigObject:
+    return Namespace(meta=meta, origin=origin)
+
+
+_PARSERS: dict[str, Callable[[Mapping[str, Any], ObjectMeta, Origin], ConfigObject]] = {
+    **{kind: _parse_istio(kind) for kind in SPEC_TYPES},
+    "Service": _parse_service,
+    "EndpointSlice": _parse_endpoint_slice,
+    "Endpoints": _parse_endpoints,
+    "Secret": _parse_secret,
+    "Namespace": _parse_namespace,
+}
+
+
+# --- field readers: each names the path of what is wrong --------------------------------
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FieldError(path, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise FieldError(path, f"must be a list, got {type(value).__name__}")
+    return value
+
+
+def _string(value: Any, path: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise FieldError(path, f"must be a string, got {type(value).__name__}")
+    return str(value)
+
+
+def _string_map(value: Any, path: str) -> dict[str, str]:
+    return {str(k): _string(v, f"{path}.{k}") for k, v in _mapping(value, path).items()}
+
+
+def _port_number(value: Any, path: str, *, required: bool) -> int:
+    if value is None:
+        if required:
+            raise FieldError(path, "is required")
+        return 0
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldError(path, f"must be a port number, got {value!r}")
+    if not 1 <= value <= 65535:
+        raise FieldError(path, f"port {value} is out of range 1-65535")
+    return value
+
+
+def _endpoint_port(raw: Any, path: str) -> EndpointPort:
+    port = _mapping(raw, path)
+    return EndpointPort(
+        port=_port_number(port.get("port"), f"{path}.port", required=True),
+        name=_string(port.get("name"), f"{path}.name"),
+        protocol=_string(port.get("protocol"), f"{path}.protocol") or "TCP",
+        app_protocol=_string(port.get("appProtocol"), f"{path}.appProtocol"),
+    )
+
+
+def _object_ref(raw: Any, path: str, default_namespace: str) -> ObjectRef | None:
+    if raw is None:
+        return None
+    ref = _mapping(raw, path)
+    return ObjectRef(
+        kind=_string(ref.get("kind"), f"{path}.kind"),
+        name=_string(ref.get("name"), f"{path}.name"),
+        namespace=_string(ref.get("namespace"), f"{path}.namespace") or default_namespace,
+    )

@@ -1,0 +1,119 @@
+"""IR route configurations -> Envoy RouteConfigurations."""
+
+from __future__ import annotations
+
+from envoy.config.route.v3 import route_components_pb2 as rc_pb
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from google.protobuf.wrappers_pb2 import BoolValue, UInt32Value
+
+from pilotfish.translator import ir
+from pilotfish.translator.envoy.common import millis, typed
+
+
+def route_configuration(spec: ir.RouteConfig) -> route_pb2.RouteConfiguration:
+    return route_pb2.RouteConfiguration(
+        name=spec.name,
+        virtual_hosts=[virtual_host(v) for v in spec.virtual_hosts],
+        # Clients send Host with or without the port; Istio matches either (istio#6469).
+        ignore_port_in_host_matching=True,
+        # Routes may name clusters that are not there yet: 503 for them, not a NACK for all.
+        validate_clusters=BoolValue(value=False),
+    )
+
+
+def virtual_host(spec: ir.VirtualHost) -> rc_pb.VirtualHost:
+    return rc_pb.VirtualHost(
+        name=spec.name,
+        domains=list(spec.domains),
+        routes=[route(r) for r in spec.routes],
+        require_tls=rc_pb.VirtualHost.ALL if spec.require_tls else rc_pb.VirtualHost.NONE,
+    )
+
+
+def route(spec: ir.Route) -> rc_pb.Route:
+    return rc_pb.Route(name=spec.name, match=route_match(spec.match), route=route_action(spec))
+
+
+def route_match(spec: ir.RouteMatch) -> rc_pb.RouteMatch:
+    match = rc_pb.RouteMatch(
+        headers=[header_matcher(h) for h in spec.headers],
+        query_parameters=[
+            rc_pb.QueryParameterMatcher(name=q.name, **_query_value(q.match)) for q in spec.query
+        ],
+    )
+    path = spec.path
+    if path.kind == "exact":
+        match.path = path.value
+    elif path.kind == "regex":
+        match.safe_regex.CopyFrom(regex(path.value))
+    else:
+        match.prefix = path.value
+    if not spec.case_sensitive:
+        match.case_sensitive.CopyFrom(BoolValue(value=False))
+    return match
+
+
+def header_matcher(spec: ir.HeaderMatch) -> rc_pb.HeaderMatcher:
+    matcher = rc_pb.HeaderMatcher(name=spec.name, invert_match=spec.invert)
+    if spec.match.kind == "present":
+        matcher.present_match = True
+    else:
+        matcher.string_match.CopyFrom(string_matcher(spec.match))
+    return matcher
+
+
+def _query_value(spec: ir.StringMatch) -> dict[str, object]:
+    if spec.kind == "present":
+        return {"present_match": True}
+    return {"string_match": string_matcher(spec)}
+
+
+def string_matcher(spec: ir.StringMatch) -> string_pb2.StringMatcher:
+    if spec.kind == "exact":
+        return string_pb2.StringMatcher(exact=spec.value)
+    if spec.kind == "prefix":
+        return string_pb2.StringMatcher(prefix=spec.value)
+    return string_pb2.StringMatcher(safe_regex=regex(spec.value))
+
+
+def regex(pattern: str) -> regex_pb2.RegexMatcher:
+    return regex_pb2.RegexMatcher(regex=pattern)  # Envoy's default engine: RE2
+
+
+def route_action(spec: ir.Route) -> rc_pb.RouteAction:
+    action = rc_pb.RouteAction(timeout=millis(spec.timeout_ms))
+    if len(spec.clusters) == 1:
+        action.cluster = spec.clusters[0].cluster
+    else:
+        action.weighted_clusters.CopyFrom(
+            rc_pb.WeightedCluster(
+                clusters=[
+                    rc_pb.WeightedCluster.ClusterWeight(name=c.cluster, weight=UInt32Value(value=c.weight))
+                    for c in spec.clusters
+                ]
+            )
+        )
+    if spec.retry is not None:
+        action.retry_policy.CopyFrom(retry_policy(spec.retry))
+    return action
+
+
+def retry_policy(spec: ir.RetryPolicy) -> rc_pb.RetryPolicy:
+    policy = rc_pb.RetryPolicy(
+        retry_on=spec.retry_on,
+        num_retries=UInt32Value(value=spec.attempts),
+        retriable_status_codes=list(spec.retriable_status_codes),
+        # Retry elsewhere than the endpoint that just failed, as Istio does.
+        retry_host_predicate=[
+            rc_pb.RetryPolicy.RetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=typed(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=5,
+    )
+    if spec.per_try_timeout_ms is not None:
+        policy.per_try_timeout.CopyFrom(millis(spec.per_try_timeout_ms))
+    return policy

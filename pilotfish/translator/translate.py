@@ -1,0 +1,69 @@
+"""The translator's one entry point: (ConfigSet, Proxy) -> Envoy resources + status.
+
+Pure: no I/O, no clocks, no globals. Istio's meaning is worked out into the IR first
+(gateway.py, http_routes.py, clusters.py), then encoded by the builders in envoy/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
+from pilotfish.model.configset import ConfigSet
+from pilotfish.model.errors import ConfigError
+from pilotfish.translator import ir
+from pilotfish.translator.clusters import build_outbound_clusters
+from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.envoy import cluster as cluster_builder
+from pilotfish.translator.envoy import listener as listener_builder
+from pilotfish.translator.envoy import route as route_builder
+from pilotfish.translator.gateway import build_gateway_listeners
+from pilotfish.translator.proxy import ROUTER, Proxy
+from pilotfish.translator.registry import ServiceRegistry
+
+
+@dataclass(frozen=True)
+class Translation:
+    """Everything one proxy is served, and the problems found making it."""
+
+    config: ir.ProxyConfig
+    listeners: tuple[listener_pb2.Listener, ...]
+    routes: tuple[route_pb2.RouteConfiguration, ...]
+    clusters: tuple[cluster_pb2.Cluster, ...]
+    endpoints: tuple[endpoint_pb2.ClusterLoadAssignment, ...]
+    secrets: tuple[secret_pb2.Secret, ...]
+    status: tuple[ConfigError, ...]
+
+
+def translate(config: ConfigSet, proxy: Proxy) -> Translation:
+    diag = Diagnostics()
+    proxy_config = build_ir(config, proxy, diag)
+    return Translation(
+        config=proxy_config,
+        listeners=tuple(listener_builder.listener(x) for x in proxy_config.listeners),
+        routes=tuple(route_builder.route_configuration(x) for x in proxy_config.route_configs),
+        clusters=tuple(cluster_builder.cluster(x) for x in proxy_config.clusters),
+        endpoints=tuple(cluster_builder.load_assignment(x) for x in proxy_config.load_assignments),
+        secrets=(),
+        status=diag.sorted(),
+    )
+
+
+def build_ir(config: ConfigSet, proxy: Proxy, diag: Diagnostics) -> ir.ProxyConfig:
+    if proxy.type != ROUTER:
+        # Sidecar translation is a later issue: an empty, valid config until then.
+        return ir.ProxyConfig()
+    registry = ServiceRegistry(config)
+    listeners, route_configs = build_gateway_listeners(config, proxy, registry, diag)
+    clusters, assignments = build_outbound_clusters(registry)
+    return ir.ProxyConfig(
+        listeners=tuple(listeners),
+        route_configs=tuple(route_configs),
+        clusters=tuple(clusters),
+        load_assignments=tuple(assignments),
+    )
