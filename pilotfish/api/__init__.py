@@ -1,0 +1,1 @@
+"""Our Istio API protos, compiled (see protos/ and ``python -m pilotfish.api.generate``)."""
