@@ -1,0 +1,174 @@
+"""The `pilotfish` command: serve, bootstrap, translate, validate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pilotfish.bootstrap import BootstrapOptions, render_bootstrap
+from pilotfish.model.configset import ConfigSet, build_config_set
+from pilotfish.node_id import NodeId
+from pilotfish.server.logging import configure_logging
+from pilotfish.sources.files import FileSource
+from pilotfish.translator.dump import to_yaml, translation_to_data
+from pilotfish.translator.proxy import Proxy
+from pilotfish.translator.translate import translate
+from pilotfish.translator.validate import validation_report
+
+DESCRIPTION = """\
+pilotfish: an Envoy xDS control plane that serves Istio networking config
+(Gateway, VirtualService, DestinationRule, ServiceEntry, ...) to real Envoy proxies.
+"""
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`k=v,k2=v2` -> dict; an empty string is no labels."""
+    labels = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"label {item!r} must be key=value")
+        labels[key] = value
+    return labels
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pilotfish", description=DESCRIPTION)
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve xDS (ADS) to Envoy proxies from a directory of manifests",
+        description="Read every .yaml/.yml/.json manifest below --config-dir (recursively), "
+        "watch it for changes, and serve each connecting Envoy its config over ADS. "
+        "Bad input is reported (log, /debug/config_status) and never stops the server: "
+        "the last valid version of an object stays in force.",
+    )
+    serve.add_argument("--config-dir", type=Path, required=True, help="directory of manifests")
+    serve.add_argument("--xds-address", default="127.0.0.1:15010", help="HOST:PORT for ADS (default %(default)s)")
+    serve.add_argument(
+        "--debug-address", default="127.0.0.1:15014",
+        help="HOST:PORT for /healthz/ready, /metrics, /debug/* (default %(default)s)",
+    )
+    serve.add_argument(
+        "--debounce-quiet", type=float, default=0.1, metavar="SECONDS",
+        help="push once changes have been quiet this long (default %(default)s)",
+    )
+    serve.add_argument(
+        "--debounce-max", type=float, default=1.0, metavar="SECONDS",
+        help="but never wait longer than this after the first change (default %(default)s)",
+    )
+
+    boot = commands.add_parser(
+        "bootstrap",
+        help="print an Envoy bootstrap that connects a proxy to pilotfish",
+        description="Print (YAML) an Envoy bootstrap: node ID and metadata (labels, namespace) as "
+        "Istio's agent would set them, an ADS cluster over HTTP/2, and the admin port. "
+        "Run it with `envoy -c FILE`.",
+    )
+    boot.add_argument("--type", choices=["router", "sidecar"], default="router",
+                      help="router: an ingress/egress gateway; sidecar: an application's proxy")
+    boot.add_argument("--name", required=True, help="the proxy's pod name, e.g. ingress-0")
+    boot.add_argument("--namespace", required=True, help="the namespace the proxy runs in")
+    boot.add_argument("--labels", type=parse_labels, default={}, help="pod labels k=v,... that Gateways select on")
+    boot.add_argument("--ip", default="127.0.0.1", help="the proxy's IP, part of its node ID")
+    boot.add_argument("--xds-address", default="127.0.0.1:15010", help="where pilotfish serves ADS")
+    boot.add_argument("--admin-port", type=int, default=15000, help="Envoy's admin port")
+    boot.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+
+    tr = commands.add_parser(
+        "translate",
+        help="print the Envoy resources a proxy would get, offline",
+        description="Translate the manifests for one proxy and print its listeners, routes, "
+        "clusters, endpoints, secrets (redacted) and any problems as YAML. No server needed.",
+    )
+    tr.add_argument("--config-dir", type=Path, required=True)
+    tr.add_argument("--type", choices=["router", "sidecar"], default="router")
+    tr.add_argument("--labels", type=parse_labels, default={}, help="the proxy's labels k=v,...")
+    tr.add_argument("--namespace", default="istio-system", help="the proxy's namespace (default %(default)s)")
+    tr.add_argument("--name", default="proxy-0", help="the proxy's pod name")
+
+    val = commands.add_parser(
+        "validate",
+        help="check the manifests; exit 1 if anything is invalid",
+        description="Parse and check every manifest, then translate for each gateway the "
+        "Gateways select, and print the problems found as JSON (the same report as "
+        "/debug/config_status). Exit status 1 when there is any error (warnings alone: 0).",
+    )
+    val.add_argument("--config-dir", type=Path, required=True)
+    return parser
+
+
+def load_config(config_dir: Path) -> ConfigSet:
+    return build_config_set(FileSource(config_dir).load())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_json)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "bootstrap":
+            return _bootstrap(args)
+        if args.command == "translate":
+            return _translate(args)
+        return _validate(args)
+    except FileNotFoundError as exc:
+        print(f"pilotfish: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pilotfish.server.server import ServeOptions, serve_forever
+
+    options = ServeOptions(
+        config_dir=args.config_dir,
+        xds_address=args.xds_address,
+        debug_address=args.debug_address,
+        debounce_quiet=args.debounce_quiet,
+        debounce_max=args.debounce_max,
+    )
+    asyncio.run(serve_forever(options))
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    options = BootstrapOptions(
+        proxy_type=args.type,
+        name=args.name,
+        namespace=args.namespace,
+        labels=args.labels,
+        ip=args.ip,
+        xds_address=args.xds_address,
+        admin_port=args.admin_port,
+    )
+    bootstrap = render_bootstrap(options)
+    sys.stdout.write(json.dumps(bootstrap, indent=2) + "\n" if args.json else to_yaml(bootstrap))
+    return 0
+
+
+def _translate(args: argparse.Namespace) -> int:
+    config = load_config(args.config_dir)
+    node_id = str(NodeId.for_pod(args.type, "127.0.0.1", args.name, args.namespace))
+    proxy = Proxy.from_node(node_id, {"LABELS": args.labels, "NAMESPACE": args.namespace})
+    sys.stdout.write(to_yaml(translation_to_data(translate(config, proxy), config.errors)))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    report = validation_report(load_config(args.config_dir))
+    print(json.dumps(report, indent=2))
+    return 1 if any(e.get("severity", "error") == "error" for e in report) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The composition root: configuration in, one snapshot per connected proxy out.
+
+Owns no I/O of its own: sources hand it ConfigSets (`apply`), the ADS server tells it
+when proxies come and go, and it puts translated snapshots into the xDS cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import json_format
+
+from pilotfish.model.configset import ConfigSet
+from pilotfish.model.errors import ConfigError
+from pilotfish.server import metrics
+from pilotfish.translator.proxy import Proxy
+from pilotfish.translator.translate import Translation, translate
+from pilotfish.xds.ads import AdsServer
+from pilotfish.xds.cache import InconsistentSnapshotError, SnapshotCache
+from pilotfish.xds.snapshot import Snapshot
+
+log = structlog.get_logger()
+
+
+def node_metadata(node: base_pb2.Node) -> Mapping[str, Any]:
+    data: dict[str, Any] = json_format.MessageToDict(node.metadata)
+    return data
+
+
+def snapshot_of(translation: Translation) -> Snapshot:
+    return Snapshot.of(
+        clusters=translation.clusters,
+        endpoints=translation.endpoints,
+        listeners=translation.listeners,
+        routes=translation.routes,
+        secrets=translation.secrets,
+    )
+
+
+class ControlPlane:
+    def __init__(self, cache: SnapshotCache | None = None) -> None:
+        self.cache = cache or SnapshotCache()
+        self.config = ConfigSet()
+        self.ads = AdsServer(
+            self.cache,
+            validate_node=self.validate_node,
+            on_connect=self.on_connect,
+            on_disconnect=self.on_disconnect,
+        )
+        self._proxies: dict[str, Proxy] = {}
+        self._proxy_status: dict[str, tuple[ConfigError, ...]] = {}
+        self._reported: set[ConfigError] = set()
+
+    # --- proxies ------------------------------------------------------------------------
+
+    def validate_node(self, node: base_pb2.Node) -> str | None:
+        try:
+            Proxy.from_node(node.id, node_metadata(node))
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    async def on_connect(self, node: base_pb2.Node) -> None:
+        proxy = Proxy.from_node(node.id, node_metadata(node))
+        self._proxies[proxy.id] = proxy
+        log.info("proxy connected", proxy=proxy.id, type=proxy.type, labels=dict(proxy.labels))
+        self._update(proxy)
+
+    async def on_disconnect(self, node: base_pb2.Node) -> None:
+        if any(n.id == node.id for n in self.ads.connected_nodes()):
+            return  # another stream of the same proxy is still up
+        self._proxies.pop(node.id, None)
+        self._proxy_status.pop(node.id, None)
+        self.cache.clear(node.id)
+        self._report_status()
+
+    def proxies(self) -> list[Proxy]:
+        return [self._proxies[k] for k in sorted(self._proxies)]
+
+    # --- configuration ------------------------------------------------------------------
+
+    def apply(self, config: ConfigSet) -> None:
+        """Make `config` current and push whatever it changes to every connected proxy."""
+        self.config = config
+        metrics.CONFIG_RELOADS.inc()
+        for proxy in self.proxies():
+            self._update(proxy)
+        self._report_status()
+
+    def _update(self, proxy: Proxy) -> None:
+        with metrics.TRANSLATION_SECONDS.time():
+            translation = translate(self.config, proxy)
+        self._proxy_status[proxy.id] = translation.status
+        try:
+            self.cache.set_snapshot(proxy.id, snapshot_of(translation))
+        except InconsistentSnapshotError as exc:
+            # A translator bug, not the user's: keep serving the last good snapshot.
+            log.error("inconsistent snapshot not pushed", proxy=proxy.id, errors=exc.errors)
+
+    # --- status -------------------------------------------------------------------------
+
+    def config_status(self) -> list[dict[str, Any]]:
+        """Every problem in force: the config's own, and each one translation found
+        (with the proxies it affects)."""
+        found: dict[ConfigError, set[str]] = {e: set() for e in self.config.errors}
+        for proxy_id, status in self._proxy_status.items():
+            for error in status:
+                found.setdefault(error, set()).add(proxy_id)
+        report = []
+        for error in sorted(found, key=_status_order):
+            entry = error.to_json()
+            if found[error]:
+                entry["proxies"] = sorted(found[error])
+            report.append(entry)
+        return report
+
+    def _report_status(self) -> None:
+        current = set(self.config.errors)
+        for status in self._proxy_status.values():
+            current.update(status)
+        for error in sorted(current - self._reported, key=_status_order):
+            emit = log.error if error.severity == "error" else log.warning
+            emit("config problem", problem=error.describe())
+        for error in sorted(self._reported - current, key=_status_order):
+            log.info("config problem resolved", problem=error.describe())
+        self._reported = current
+        for severity in ("error", "warning"):
+            metrics.CONFIG_ERRORS.labels(severity).set(sum(e.severity == severity for e in current))
+
+
+def _status_order(e: ConfigError) -> tuple[str, str, int, str, str, str, str]:
+    return (
+        e.file or "",
+        e.kind or "",
+        e.document if e.document is not None else -1,
+        e.namespace or "",
+        e.name or "",
+        e.field or "",
+        e.message,
+    )

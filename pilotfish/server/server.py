@@ -1,0 +1,133 @@
+"""`pilotfish serve`: the file source, the control plane, the xDS and debug servers, wired.
+
+Order matters for correctness: the first config is loaded before xDS accepts a proxy, so
+no proxy is ever served an empty config just because it connected early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from pilotfish.model.configset import build_config_set
+from pilotfish.server.control_plane import ControlPlane
+from pilotfish.server.debounce import Debouncer
+from pilotfish.server.debug_http import build_app
+from pilotfish.sources.files import FileSource
+from pilotfish.xds.grpc_server import start_grpc_server
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    config_dir: Path
+    xds_address: str = "127.0.0.1:15010"
+    debug_address: str = "127.0.0.1:15014"
+    debounce_quiet: float = 0.1
+    debounce_max: float = 1.0
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"address {address!r} must be HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Server:
+    """A running pilotfish; `start()` then `stop()`. Tests run it in-process."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.control_plane = ControlPlane()
+        self.source = FileSource(options.config_dir)
+        self.debouncer = Debouncer(options.debounce_quiet, options.debounce_max)
+        self.xds_port = 0
+        self.debug_port = 0
+        self._ready = False
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._grpc: Any = None
+        self._web: web.AppRunner | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self) -> None:
+        self.reload()  # raises if the directory is missing: better now than a silent empty config
+        self._web = web.AppRunner(build_app(self.control_plane, lambda: self._ready), access_log=None)
+        await self._web.setup()
+        host, port = split_address(self.options.debug_address)
+        site = web.TCPSite(self._web, host, port)
+        await site.start()
+        self.debug_port = _bound_port(site)
+        self._grpc, self.xds_port = await start_grpc_server(self.control_plane.ads, self.options.xds_address)
+        self._tasks = [
+            asyncio.create_task(self._watch_files(), name="watch-files"),
+            asyncio.create_task(self._apply_changes(), name="apply-changes"),
+        ]
+        self._ready = True
+        log.info(
+            "pilotfish serving",
+            config_dir=str(self.options.config_dir),
+            xds=f"{host_of(self.options.xds_address)}:{self.xds_port}",
+            debug=f"{host}:{self.debug_port}",
+        )
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        if self._web is not None:
+            await self._web.cleanup()
+
+    def reload(self) -> None:
+        files = self.source.load()
+        config = build_config_set(files, previous=self.control_plane.config)
+        self.control_plane.apply(config)
+        log.info("config loaded", files=len(files), objects=len(config.objects), problems=len(config.errors))
+
+    async def _watch_files(self) -> None:
+        async for count in self.source.changes(self._stop):
+            self.debouncer.notify(count)
+
+    async def _apply_changes(self) -> None:
+        while True:
+            changes = await self.debouncer.next_batch()
+            log.debug("applying config changes", changes=changes)
+            try:
+                self.reload()
+            except Exception:  # never let one bad reload stop the server
+                log.exception("config reload failed; the previous config stays in force")
+
+
+def host_of(address: str) -> str:
+    return split_address(address)[0]
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp keeps the asyncio server here; no public accessor
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else 0
+
+
+async def serve_forever(options: ServeOptions) -> None:
+    server = Server(options)
+    await server.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()

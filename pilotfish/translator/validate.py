@@ -1,0 +1,40 @@
+"""`pilotfish validate` without any proxy connected: translate for the gateways the
+config implies, and report everything found (the /debug/config_status shape)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from pilotfish.api.networking.v1alpha3 import gateway_pb2 as gw_pb
+from pilotfish.model.configset import ConfigSet
+from pilotfish.model.errors import ConfigError
+from pilotfish.node_id import NodeId
+from pilotfish.translator.proxy import Proxy
+from pilotfish.translator.registry import ServiceRegistry
+from pilotfish.translator.translate import translate
+
+
+def implied_gateway_proxies(config: ConfigSet) -> list[Proxy]:
+    """One router per distinct Gateway selector, in the namespace of a Service that
+    selects those labels (where Istio's gateway pods would run), else the Gateway's."""
+    registry = ServiceRegistry(config)
+    proxies: dict[tuple[str, tuple[tuple[str, str], ...]], Proxy] = {}
+    for gateway in config.istio("Gateway"):
+        labels = dict(cast(gw_pb.Gateway, gateway.spec).selector)
+        fronting = [
+            s for s in registry.services()
+            if s.service.selector and all(labels.get(k) == v for k, v in s.service.selector.items())
+        ]
+        namespace = fronting[0].namespace if fronting else gateway.meta.namespace
+        key = (namespace, tuple(sorted(labels.items())))
+        if key not in proxies:
+            node_id = str(NodeId.for_pod("router", "127.0.0.1", "validate", namespace))
+            proxies[key] = Proxy.from_node(node_id, {"LABELS": labels, "NAMESPACE": namespace})
+    return [proxies[k] for k in sorted(proxies)]
+
+
+def validation_report(config: ConfigSet) -> list[dict[str, Any]]:
+    found: dict[ConfigError, None] = dict.fromkeys(config.errors)
+    for proxy in implied_gateway_proxies(config):
+        found.update(dict.fromkeys(translate(config, proxy).status))
+    return [e.to_json() for e in found]
