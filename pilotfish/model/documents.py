@@ -82,7 +82,7 @@ def parse_manifest_text(text: str, file: str) -> ParsedFile:
     `kind: List` documents (what `kubectl get -o yaml` prints) are expanded.
     """
     try:
-        loaded = list(yaml.load_all(text, Loader=_StrictLoader))  # noqa: S506 - strict SafeLoader
+        loaded = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.YAMLError as exc:
         return ParsedFile(file, (), (ConfigError(f"not valid YAML: {_yaml_message(exc)}", file),))
 

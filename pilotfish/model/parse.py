@@ -15,6 +15,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from pilotfish.api.durations import normalize_durations
 from pilotfish.api.kinds import API_VERSIONS, SPEC_TYPES, parse_spec
 from pilotfish.model.documents import RawDocument
 from pilotfish.model.errors import ConfigError
@@ -33,6 +34,7 @@ from pilotfish.model.objects import (
     Service,
     ServicePort,
 )
+from pilotfish.model.spec_errors import locate_spec_error
 
 _CORE_KINDS = {"Service", "Endpoints", "Secret", "Namespace"}
 _CLUSTER_SCOPED = {"Namespace"}
@@ -119,6 +121,10 @@ def _parse_istio(kind: str) -> Callable[[Mapping[str, Any], ObjectMeta, Origin],
         try:
             message = parse_spec(kind, spec)
         except json_format.ParseError as exc:
+            normalized = normalize_durations(dict(spec), SPEC_TYPES[kind])
+            located = locate_spec_error(normalized, SPEC_TYPES[kind].DESCRIPTOR)
+            if located is not None:
+                raise FieldError(*located) from None
             raise FieldError(_proto_error_path(str(exc)), _proto_error_message(str(exc))) from None
         return IstioObject(kind, meta, message, origin)
 
