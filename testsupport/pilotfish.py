@@ -1,0 +1,79 @@
+"""pilotfish itself, run in-process on a background thread with its own event loop.
+
+In-process so tests can reach the control plane (e.g. put a resource Envoy rejects into
+a snapshot); everything else goes through the real gRPC and HTTP ports, as for Envoy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from pilotfish.server.server import ServeOptions, Server
+from testsupport.http import Response, request
+
+T = TypeVar("T")
+
+
+class InProcessPilotfish:
+    def __init__(self, config_dir: Path, *, debounce_quiet: float = 0.05, debounce_max: float = 0.5) -> None:
+        self.options = ServeOptions(
+            config_dir=config_dir,
+            xds_address="127.0.0.1:0",
+            debug_address="127.0.0.1:0",
+            debounce_quiet=debounce_quiet,
+            debounce_max=debounce_max,
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="pilotfish", daemon=True)
+        self.server: Server | None = None
+
+    def start(self) -> Self:
+        self._thread.start()
+        self.server = Server(self.options)
+        self.run(self.server.start())
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.run(self.server.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.stop()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run a coroutine on pilotfish's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def call(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        """Call a function on pilotfish's loop (its state belongs to that thread)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def invoke() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller
+                future.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(invoke)
+        return future.result(timeout)
+
+    @property
+    def xds_address(self) -> str:
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.xds_port}"
+
+    def debug(self, path: str) -> Response:
+        assert self.server is not None
+        return request(f"http://127.0.0.1:{self.server.debug_port}{path}")
