@@ -39,7 +39,7 @@ golden: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy pilotfish
+	$(BIN)/mypy pilotfish testsupport e2e tests/test_golden.py
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/translate_bench.py

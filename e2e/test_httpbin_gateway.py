@@ -76,18 +76,28 @@ class Deployment:
     # -- traffic ---------------------------------------------------------------------------
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
-        return request(f"http://127.0.0.1:{self.gateway_port}{path}", headers=headers or HOST, timeout=5)
+        return request(
+            f"http://127.0.0.1:{self.gateway_port}{path}", headers=headers or HOST, timeout=5
+        )
 
     def wait_status(self, path: str, status: int, timeout: float = 15.0) -> Response:
+        def answered() -> Response | None:
+            response = self.get(path)
+            return response if response.status == status else None
+
         return wait_until(
-            lambda: (r := self.get(path)).status == status and r,
+            answered,
             timeout=timeout,
             ignore=(OSError,),
-            message=lambda: f"GET {path} never returned {status}; envoy log:\n{self.envoy.log_tail()}",
+            message=lambda: (
+                f"GET {path} never returned {status}; envoy log:\n{self.envoy.log_tail()}"
+            ),
         )
 
     def syncz(self) -> dict[str, Any]:
-        entries = [e for e in self.pilotfish.debug("/debug/syncz").json() if e["node_id"] == self.node_id]
+        entries = [
+            e for e in self.pilotfish.debug("/debug/syncz").json() if e["node_id"] == self.node_id
+        ]
         assert len(entries) == 1, entries
         found: dict[str, Any] = entries[0]
         return found
@@ -165,7 +175,11 @@ def test_syncz_shows_synced_at_the_versions_envoy_reports(world: Deployment) -> 
     def synced() -> dict[str, Any] | None:
         entry = world.syncz()
         types = entry["types"]
-        return entry if all(types[t]["status"] == "SYNCED" for t in ("cds", "eds", "lds", "rds")) else None
+        return (
+            entry
+            if all(types[t]["status"] == "SYNCED" for t in ("cds", "eds", "lds", "rds"))
+            else None
+        )
 
     entry = wait_until(synced, message="proxy never SYNCED")
     envoy_versions = world.envoy.versions()
@@ -190,7 +204,11 @@ def test_bad_files_are_reported_and_the_rest_keeps_serving(world: Deployment) ->
     by_file = {e["file"]: e for e in status}
     assert "not valid YAML" in by_file["broken.yaml"]["message"]
     typo = by_file["gateway.yaml"]
-    assert (typo["kind"], typo["namespace"], typo["name"]) == ("VirtualService", "default", "httpbin")
+    assert (typo["kind"], typo["namespace"], typo["name"]) == (
+        "VirtualService",
+        "default",
+        "httpbin",
+    )
     assert typo["field"] == "spec.http[0].rout"
     assert "last valid version stays in force" in typo["message"]
     # The VirtualService's last valid version is still what Envoy serves.
@@ -211,7 +229,9 @@ def test_a_nack_is_reported_not_resent_and_old_config_keeps_serving(world: Deplo
         bad = route_pb2.RouteConfiguration()
         bad.CopyFrom(routes[f"http.{world.gateway_port}"])
         bad_route = route_components_pb2.Route(
-            match=route_components_pb2.RouteMatch(safe_regex=regex_pb2.RegexMatcher(regex="(?=lookahead)")),
+            match=route_components_pb2.RouteMatch(
+                safe_regex=regex_pb2.RegexMatcher(regex="(?=lookahead)")
+            ),
             direct_response=route_components_pb2.DirectResponseAction(status=200),
         )
         bad.virtual_hosts[0].routes.insert(0, bad_route)  # RE2 refuses lookahead: Envoy NACKs
@@ -220,7 +240,9 @@ def test_a_nack_is_reported_not_resent_and_old_config_keeps_serving(world: Deplo
         resources[ROUTE] = routes
         cache.set_snapshot(world.node_id, Snapshot(resources), check=False)
 
-    rejected_stat = f"http.outbound_0.0.0.0_{world.gateway_port}.rds.http.{world.gateway_port}.update_rejected"
+    rejected_stat = (
+        f"http.outbound_0.0.0.0_{world.gateway_port}.rds.http.{world.gateway_port}.update_rejected"
+    )
     rejected_before = world.envoy.stats().get(rejected_stat, 0)
     world.pilotfish.call(inject_bad_route)
 
@@ -234,7 +256,9 @@ def test_a_nack_is_reported_not_resent_and_old_config_keeps_serving(world: Deplo
     world.envoy.wait_for_stat(rejected_stat, lambda v: v == rejected_before + 1)
     metrics = world.pilotfish.debug("/metrics").text
     assert any(
-        line.startswith("pilotfish_xds_nacks_total") and 'type="rds"' in line and not line.endswith(" 0.0")
+        line.startswith("pilotfish_xds_nacks_total")
+        and 'type="rds"' in line
+        and not line.endswith(" 0.0")
         for line in metrics.splitlines()
     ), metrics
     # Old config keeps serving: the bad route (200 for everything) is not in force.
@@ -248,9 +272,10 @@ def test_a_nack_is_reported_not_resent_and_old_config_keeps_serving(world: Deplo
     assert world.envoy.stats().get(rejected_stat, 0) == rejected_before + 1
 
     # The next real change is sent and accepted again.
-    server = world.pilotfish.server
     world.pilotfish.call(server.reload)
-    wait_until(lambda: world.syncz()["types"]["rds"]["status"] == "SYNCED", message="never re-SYNCED")
+    wait_until(
+        lambda: world.syncz()["types"]["rds"]["status"] == "SYNCED", message="never re-SYNCED"
+    )
 
 
 def test_a_sidecar_gets_an_empty_valid_config(world: Deployment) -> None:
@@ -294,5 +319,7 @@ def test_health_and_metrics(world: Deployment) -> None:
     assert "pilotfish_xds_connected_proxies 1.0" in metrics
     assert 'pilotfish_xds_pushes_total{type="cds"}' in metrics
     dump = world.pilotfish.debug(f"/debug/config_dump?proxy={world.node_id}").json()
-    assert [r["name"] for r in dump["resources"]["lds"]["resources"]] == [f"0.0.0.0_{world.gateway_port}"]
+    assert [r["name"] for r in dump["resources"]["lds"]["resources"]] == [
+        f"0.0.0.0_{world.gateway_port}"
+    ]
     assert world.pilotfish.debug("/debug/config_dump?proxy=nobody").status == 404

@@ -38,7 +38,9 @@ def parse_labels(text: str) -> dict[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pilotfish", description=DESCRIPTION)
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -51,17 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
         "the last valid version of an object stays in force.",
     )
     serve.add_argument("--config-dir", type=Path, required=True, help="directory of manifests")
-    serve.add_argument("--xds-address", default="127.0.0.1:15010", help="HOST:PORT for ADS (default %(default)s)")
     serve.add_argument(
-        "--debug-address", default="127.0.0.1:15014",
+        "--xds-address", default="127.0.0.1:15010", help="HOST:PORT for ADS (default %(default)s)"
+    )
+    serve.add_argument(
+        "--debug-address",
+        default="127.0.0.1:15014",
         help="HOST:PORT for /healthz/ready, /metrics, /debug/* (default %(default)s)",
     )
     serve.add_argument(
-        "--debounce-quiet", type=float, default=0.1, metavar="SECONDS",
+        "--debounce-quiet",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
         help="push once changes have been quiet this long (default %(default)s)",
     )
     serve.add_argument(
-        "--debounce-max", type=float, default=1.0, metavar="SECONDS",
+        "--debounce-max",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
         help="but never wait longer than this after the first change (default %(default)s)",
     )
 
@@ -72,11 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Istio's agent would set them, an ADS cluster over HTTP/2, and the admin port. "
         "Run it with `envoy -c FILE`.",
     )
-    boot.add_argument("--type", choices=["router", "sidecar"], default="router",
-                      help="router: an ingress/egress gateway; sidecar: an application's proxy")
+    boot.add_argument(
+        "--type",
+        choices=["router", "sidecar"],
+        default="router",
+        help="router: an ingress/egress gateway; sidecar: an application's proxy",
+    )
     boot.add_argument("--name", required=True, help="the proxy's pod name, e.g. ingress-0")
     boot.add_argument("--namespace", required=True, help="the namespace the proxy runs in")
-    boot.add_argument("--labels", type=parse_labels, default={}, help="pod labels k=v,... that Gateways select on")
+    boot.add_argument(
+        "--labels", type=parse_labels, default={}, help="pod labels k=v,... that Gateways select on"
+    )
     boot.add_argument("--ip", default="127.0.0.1", help="the proxy's IP, part of its node ID")
     boot.add_argument("--xds-address", default="127.0.0.1:15010", help="where pilotfish serves ADS")
     boot.add_argument("--admin-port", type=int, default=15000, help="Envoy's admin port")
@@ -91,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config-dir", type=Path, required=True)
     tr.add_argument("--type", choices=["router", "sidecar"], default="router")
     tr.add_argument("--labels", type=parse_labels, default={}, help="the proxy's labels k=v,...")
-    tr.add_argument("--namespace", default="istio-system", help="the proxy's namespace (default %(default)s)")
+    tr.add_argument(
+        "--namespace", default="istio-system", help="the proxy's namespace (default %(default)s)"
+    )
     tr.add_argument("--name", default="proxy-0", help="the proxy's pod name")
 
     val = commands.add_parser(

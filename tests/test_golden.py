@@ -34,7 +34,12 @@ TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 DEFAULT_PROXIES = [
-    {"name": "ingress", "type": "router", "namespace": "istio-system", "labels": {"istio": "ingressgateway"}}
+    {
+        "name": "ingress",
+        "type": "router",
+        "namespace": "istio-system",
+        "labels": {"istio": "ingressgateway"},
+    }
 ]
 
 
@@ -59,10 +64,14 @@ def load_case_config(case: Path) -> ConfigSet:
 
 def case_proxies(case: Path) -> list[GoldenProxy]:
     path = case / "proxies.yaml"
-    specs: list[dict[str, Any]] = yaml.safe_load(path.read_text()) if path.exists() else DEFAULT_PROXIES
+    specs: list[dict[str, Any]] = (
+        yaml.safe_load(path.read_text()) if path.exists() else DEFAULT_PROXIES
+    )
     proxies = []
     for spec in specs:
-        node_id = NodeId.for_pod(spec.get("type", "router"), spec.get("ip", "10.0.0.1"), spec["name"], spec["namespace"])
+        node_id = NodeId.for_pod(
+            spec.get("type", "router"), spec.get("ip", "10.0.0.1"), spec["name"], spec["namespace"]
+        )
         metadata = {"LABELS": spec.get("labels", {}), "NAMESPACE": spec["namespace"]}
         proxies.append(GoldenProxy(spec["name"], Proxy.from_node(str(node_id), metadata)))
     return proxies
@@ -86,7 +95,9 @@ def test_golden(case: Path) -> None:
     produced: dict[Path, str] = {}
     for golden in case_proxies(case):
         translation = translate(config, golden.proxy)
-        produced[expected_dir / f"{golden.name}.yaml"] = to_yaml(translation_to_data(translation, config.errors))
+        produced[expected_dir / f"{golden.name}.yaml"] = to_yaml(
+            translation_to_data(translation, config.errors)
+        )
         envoy_accepts(translation)
 
     if UPDATE:
@@ -99,9 +110,11 @@ def test_golden(case: Path) -> None:
 
     for path, text in produced.items():
         assert path.exists(), f"{path} is missing: run `make golden` and review the diff"
-        assert text == path.read_text(), f"{path} differs from the translator's output: run `make golden` and review the diff"
-    stale = set(expected_dir.glob("*.yaml")) - set(produced)
-    assert not stale, f"stale golden files (no such proxy): {sorted(map(str, stale))}"
+        assert text == path.read_text(), (
+            f"{path} differs from the translator's output: run `make golden` and review the diff"
+        )
+    leftovers = set(expected_dir.glob("*.yaml")) - set(produced)
+    assert not leftovers, f"stale golden files (no such proxy): {sorted(map(str, leftovers))}"
 
 
 def test_every_case_has_input() -> None:

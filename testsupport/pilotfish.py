@@ -21,7 +21,9 @@ T = TypeVar("T")
 
 
 class InProcessPilotfish:
-    def __init__(self, config_dir: Path, *, debounce_quiet: float = 0.05, debounce_max: float = 0.5) -> None:
+    def __init__(
+        self, config_dir: Path, *, debounce_quiet: float = 0.05, debounce_max: float = 0.5
+    ) -> None:
         self.options = ServeOptions(
             config_dir=config_dir,
             xds_address="127.0.0.1:0",
@@ -30,7 +32,9 @@ class InProcessPilotfish:
             debounce_max=debounce_max,
         )
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="pilotfish", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="pilotfish", daemon=True
+        )
         self.server: Server | None = None
 
     def start(self) -> Self:
@@ -49,7 +53,9 @@ class InProcessPilotfish:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(
+        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+    ) -> None:
         self.stop()
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:

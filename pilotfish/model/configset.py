@@ -91,7 +91,8 @@ def build_config_set(files: Sequence[ParsedFile], previous: ConfigSet | None = N
                 first = objects[key].origin
                 errors.append(
                     ConfigError(
-                        f"duplicate {key}: already defined in {first.file} document {first.document}; "
+                        f"duplicate {key}: already defined in {first.file} "
+                        f"document {first.document}; "
                         "this copy is ignored",
                         doc.file,
                         doc.index,

@@ -49,28 +49,46 @@ class ParsedFile:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (YAML allows them, silently)."""
+    """SafeLoader that refuses duplicate mapping keys (YAML allows them, silently).
+
+    Timestamps stay strings, as Kubernetes reads them (`creationTimestamp: 2024-01-01T00:00:00Z`
+    unquoted is a string to kubectl; PyYAML would make it a datetime).
+    """
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    # Keys written in this mapping may not repeat; keys brought in by a merge (`<<: *base`)
+    # may be overridden by written ones, as YAML's merge key means.
+    written = {id(key_node) for key_node, _ in node.value if key_node.tag != _MERGE_TAG}
     loader.flatten_mapping(node)
     result: dict[Any, Any] = {}
+    seen: set[Any] = set()
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
-        if key in result:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping",
-                node.start_mark,
-                f"found duplicate key {key!r}",
-                key_node.start_mark,
-            )
+        if id(key_node) in written:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
         result[key] = loader.construct_object(value_node, deep=True)
     return result
 
 
 _StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 
@@ -93,9 +111,7 @@ def parse_manifest_text(text: str, file: str) -> ParsedFile:
             continue
         if not isinstance(body, dict):
             errors.append(
-                ConfigError(
-                    f"a manifest must be a mapping, got {type(body).__name__}", file, index
-                )
+                ConfigError(f"a manifest must be a mapping, got {type(body).__name__}", file, index)
             )
             continue
         if body.get("kind") == "List" and isinstance(body.get("items"), list):

@@ -20,7 +20,11 @@ class ConfigKey:
     name: str
 
     def __str__(self) -> str:
-        return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
+        return (
+            f"{self.kind}/{self.namespace}/{self.name}"
+            if self.namespace
+            else f"{self.kind}/{self.name}"
+        )
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,8 @@ class Secret:
     kind: str = "Secret"
 
     def __repr__(self) -> str:  # key material must never reach a log line
-        return f"Secret({self.meta.namespace}/{self.meta.name}, type={self.type}, keys={sorted(self.data)})"
+        where = f"{self.meta.namespace}/{self.meta.name}"
+        return f"Secret({where}, type={self.type}, keys={sorted(self.data)})"
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor
 
 from pilotfish.api.durations import normalize_durations
 from pilotfish.api.kinds import API_VERSIONS, SPEC_TYPES, parse_spec
@@ -71,7 +72,9 @@ def parse_document(doc: RawDocument) -> ConfigObject | ConfigError:
         return error(f"unsupported kind {kind!r} (supported: {supported})", "kind")
     if api_version not in SUPPORTED_KINDS[kind]:
         wanted = " or ".join(SUPPORTED_KINDS[kind])
-        return error(f"apiVersion {api_version!r} is not served for {kind}: use {wanted}", "apiVersion")
+        return error(
+            f"apiVersion {api_version!r} is not served for {kind}: use {wanted}", "apiVersion"
+        )
     try:
         meta = _parse_meta(doc.body.get("metadata"), cluster_scoped=kind in _CLUSTER_SCOPED)
         origin = Origin(doc.file, doc.index)
@@ -93,7 +96,9 @@ def _parse_meta(raw: Any, *, cluster_scoped: bool) -> ObjectMeta:
         raise FieldError("metadata.name", "metadata.name is required")
     if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
         raise FieldError("metadata.name", f"{name!r} is not a valid name (lowercase DNS subdomain)")
-    namespace = "" if cluster_scoped else _string(meta.get("namespace"), "metadata.namespace") or "default"
+    namespace = (
+        "" if cluster_scoped else _string(meta.get("namespace"), "metadata.namespace") or "default"
+    )
     if namespace and not _DNS_LABEL.match(namespace):
         raise FieldError("metadata.namespace", f"{namespace!r} is not a valid namespace name")
     return ObjectMeta(
@@ -122,7 +127,8 @@ def _parse_istio(kind: str) -> Callable[[Mapping[str, Any], ObjectMeta, Origin],
             message = parse_spec(kind, spec)
         except json_format.ParseError as exc:
             normalized = normalize_durations(dict(spec), SPEC_TYPES[kind])
-            located = locate_spec_error(normalized, SPEC_TYPES[kind].DESCRIPTOR)
+            descriptor = cast(Descriptor, SPEC_TYPES[kind].DESCRIPTOR)
+            located = locate_spec_error(normalized, descriptor)
             if located is not None:
                 raise FieldError(*located) from None
             raise FieldError(_proto_error_path(str(exc)), _proto_error_message(str(exc))) from None
@@ -132,7 +138,7 @@ def _parse_istio(kind: str) -> Callable[[Mapping[str, Any], ObjectMeta, Origin],
 
 
 def _proto_error_path(text: str) -> str:
-    """json_format says where: `... at "Gateway.servers[0].port"`. Make it `spec.servers[0].port`."""
+    """json_format may say where: `at "Gateway.servers[0].port"` -> `spec.servers[0].port`."""
     found = _PROTO_PATH.findall(text)
     return "spec" + ("." + found[-1] if found and found[-1] else "")
 
@@ -181,7 +187,9 @@ def _parse_service(body: Mapping[str, Any], meta: ObjectMeta, origin: Origin) ->
     )
 
 
-def _parse_endpoint_slice(body: Mapping[str, Any], meta: ObjectMeta, origin: Origin) -> ConfigObject:
+def _parse_endpoint_slice(
+    body: Mapping[str, Any], meta: ObjectMeta, origin: Origin
+) -> ConfigObject:
     service = meta.labels.get("kubernetes.io/service-name", "")
     if not service:
         raise FieldError(
@@ -190,7 +198,8 @@ def _parse_endpoint_slice(body: Mapping[str, Any], meta: ObjectMeta, origin: Ori
         )
     address_type = _string(body.get("addressType"), "addressType") or "IPv4"
     ports = tuple(
-        _endpoint_port(raw, f"ports[{i}]") for i, raw in enumerate(_list(body.get("ports"), "ports"))
+        _endpoint_port(raw, f"ports[{i}]")
+        for i, raw in enumerate(_list(body.get("ports"), "ports"))
     )
     endpoints = []
     for i, raw in enumerate(_list(body.get("endpoints"), "endpoints")):
@@ -244,7 +253,9 @@ def _parse_endpoints(body: Mapping[str, Any], meta: ObjectMeta, origin: Origin) 
                     EndpointAddress(
                         addresses=(ip,),
                         ready=ready,
-                        target_ref=_object_ref(amap.get("targetRef"), f"{apath}.targetRef", meta.namespace),
+                        target_ref=_object_ref(
+                            amap.get("targetRef"), f"{apath}.targetRef", meta.namespace
+                        ),
                         hostname=_string(amap.get("hostname"), f"{apath}.hostname"),
                     )
                 )

@@ -6,7 +6,8 @@ its other references hold), so these come back as errors on that object's field.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from pilotfish.api.networking.v1alpha3.virtual_service_pb2 import VirtualService
 from pilotfish.model.errors import ConfigError
@@ -46,7 +47,12 @@ def cross_reference_errors(config: ConfigSet) -> list[ConfigError]:
         ns = vs.meta.namespace
         spec = cast(VirtualService, vs.spec)
         checks = [(f"spec.gateways[{i}]", g) for i, g in enumerate(spec.gateways)]
-        for kind, rules in (("http", spec.http), ("tls", spec.tls), ("tcp", spec.tcp)):
+        rule_lists: list[tuple[str, Sequence[Any]]] = [
+            ("http", spec.http),
+            ("tls", spec.tls),
+            ("tcp", spec.tcp),
+        ]
+        for kind, rules in rule_lists:
             for r, rule in enumerate(rules):
                 for m, match in enumerate(rule.match):
                     checks += [

@@ -47,7 +47,9 @@ _TYPE_NAMES = {
 }
 
 
-def locate_spec_error(data: Any, descriptor: Descriptor, path: str = "spec") -> tuple[str, str] | None:
+def locate_spec_error(
+    data: Any, descriptor: Descriptor, path: str = "spec"
+) -> tuple[str, str] | None:
     """(field path, reason) of the first problem in `data`, or None if none is found here."""
     if not isinstance(data, dict):
         return path, f"must be a mapping, got {_type_name(data)}"
@@ -78,7 +80,9 @@ def _locate_in_field(
             return path, f"must be a mapping, got {_type_name(value)}"
         value_field = message_type.fields_by_name["value"]
         for k, v in value.items():
-            found = _locate_in_single(value_field, v, f"{path}.{k}", message_type, as_map_value=True)
+            found = _locate_in_single(
+                value_field, v, f"{path}.{k}", message_type, as_map_value=True
+            )
             if found is not None:
                 return found
         return None
@@ -121,7 +125,10 @@ def _leaf_reason(field: FieldDescriptor, value: Any, text: str) -> str:
     if field.type == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
         allowed = ", ".join(v.name for v in field.enum_type.values)
         return f"invalid value {value!r} (one of: {allowed})"
-    if field.message_type is not None and field.message_type.full_name == "google.protobuf.Duration":
+    if (
+        field.message_type is not None
+        and field.message_type.full_name == "google.protobuf.Duration"
+    ):
         return f"invalid duration {value!r} (e.g. 5s, 100ms, 1m30s)"
     kind = _TYPE_NAMES.get(field.type)
     if kind is not None:

@@ -42,14 +42,19 @@ def build_app(control_plane: ControlPlane, is_ready: Callable[[], bool]) -> web.
         entry = control_plane.cache.get(proxy_id) if proxy_id else None
         if entry is None:
             return web.json_response(
-                {"error": f"no proxy {proxy_id!r} is connected; give ?proxy=<node id>", "proxies": known},
+                {
+                    "error": f"no proxy {proxy_id!r} is connected; give ?proxy=<node id>",
+                    "proxies": known,
+                },
                 status=404,
             )
         dump: dict[str, Any] = {"proxy": proxy_id, "resources": {}}
         for type_url, resources in entry.snapshot.resources.items():
             dump["resources"][short_name(type_url)] = {
                 "version": entry.version(type_url),
-                "resources": [redact(message_to_data(resources[name])) for name in sorted(resources)],
+                "resources": [
+                    redact(message_to_data(resources[name])) for name in sorted(resources)
+                ],
             }
         return web.json_response(dump)
 

@@ -63,13 +63,17 @@ class Server:
 
     async def start(self) -> None:
         self.reload()  # raises if the directory is missing: better now than a silent empty config
-        self._web = web.AppRunner(build_app(self.control_plane, lambda: self._ready), access_log=None)
+        self._web = web.AppRunner(
+            build_app(self.control_plane, lambda: self._ready), access_log=None
+        )
         await self._web.setup()
         host, port = split_address(self.options.debug_address)
         site = web.TCPSite(self._web, host, port)
         await site.start()
         self.debug_port = _bound_port(site)
-        self._grpc, self.xds_port = await start_grpc_server(self.control_plane.ads, self.options.xds_address)
+        self._grpc, self.xds_port = await start_grpc_server(
+            self.control_plane.ads, self.options.xds_address
+        )
         self._tasks = [
             asyncio.create_task(self._watch_files(), name="watch-files"),
             asyncio.create_task(self._apply_changes(), name="apply-changes"),
@@ -98,7 +102,12 @@ class Server:
         files = self.source.load()
         config = build_config_set(files, previous=self.control_plane.config)
         self.control_plane.apply(config)
-        log.info("config loaded", files=len(files), objects=len(config.objects), problems=len(config.errors))
+        log.info(
+            "config loaded",
+            files=len(files),
+            objects=len(config.objects),
+            problems=len(config.errors),
+        )
 
     async def _watch_files(self) -> None:
         async for count in self.source.changes(self._stop):

@@ -41,7 +41,9 @@ def read_manifest_file(path: Path, display_name: str) -> ParsedFile:
     except UnicodeDecodeError:
         return ParsedFile(display_name, (), (ConfigError("not UTF-8 text", display_name),))
     except OSError as exc:
-        return ParsedFile(display_name, (), (ConfigError(f"cannot read: {exc.strerror}", display_name),))
+        return ParsedFile(
+            display_name, (), (ConfigError(f"cannot read: {exc.strerror}", display_name),)
+        )
     return parse_manifest_text(text, display_name)
 
 
@@ -100,4 +102,8 @@ def _is_manifest_change(change: watchfiles.Change, path: str) -> bool:
     name = os.path.basename(path)
     if name.startswith("."):
         return False
-    return name.endswith(MANIFEST_SUFFIXES) or change == watchfiles.Change.deleted or os.path.isdir(path)
+    return (
+        name.endswith(MANIFEST_SUFFIXES)
+        or change == watchfiles.Change.deleted
+        or os.path.isdir(path)
+    )

@@ -34,4 +34,15 @@ class Diagnostics:
         )
 
     def sorted(self) -> tuple[ConfigError, ...]:
-        return tuple(sorted(self._found, key=lambda e: (e.kind or "", e.namespace or "", e.name or "", e.field or "", e.message)))
+        return tuple(
+            sorted(
+                self._found,
+                key=lambda e: (
+                    e.kind or "",
+                    e.namespace or "",
+                    e.name or "",
+                    e.field or "",
+                    e.message,
+                ),
+            )
+        )

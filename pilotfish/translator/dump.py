@@ -27,7 +27,9 @@ def message_to_data(message: Message) -> dict[str, Any]:
     return data
 
 
-def translation_to_data(translation: Translation, status: Iterable[ConfigError] = ()) -> dict[str, Any]:
+def translation_to_data(
+    translation: Translation, status: Iterable[ConfigError] = ()
+) -> dict[str, Any]:
     return {
         "listeners": [message_to_data(m) for m in translation.listeners],
         "routes": [message_to_data(m) for m in translation.routes],

@@ -69,7 +69,9 @@ def build_gateway_listeners(
 
     virtual_services = config.istio("VirtualService")
     listeners, route_configs = [], []
-    for (bind, port), servers in sorted(by_listener.items(), key=lambda item: (item[0][1], item[0][0])):
+    for (bind, port), servers in sorted(
+        by_listener.items(), key=lambda item: (item[0][1], item[0][0])
+    ):
         http_servers = [s for s in servers if s.protocol in HTTP_PROTOCOLS]
         for s in servers:
             if s.protocol not in HTTP_PROTOCOLS:
@@ -90,7 +92,9 @@ def build_gateway_listeners(
             )
         )
         route_configs.append(
-            ir.RouteConfig(route_name, _virtual_hosts(http_servers, port, virtual_services, registry, diag))
+            ir.RouteConfig(
+                route_name, _virtual_hosts(http_servers, port, virtual_services, registry, diag)
+            )
         )
     return listeners, route_configs
 
@@ -107,7 +111,9 @@ def _servers_for(
             continue
         for i, server in enumerate(spec.servers):
             if not server.port.number:
-                diag.error(gateway, f"spec.servers[{i}].port.number", "a server needs a port number")
+                diag.error(
+                    gateway, f"spec.servers[{i}].port.number", "a server needs a port number"
+                )
                 continue
             if not server.hosts:
                 diag.error(gateway, f"spec.servers[{i}].hosts", "a server needs at least one host")

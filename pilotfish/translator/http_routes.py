@@ -29,7 +29,17 @@ DEFAULT_RETRY = ir.RetryPolicy(
 )
 
 # HTTPRoute fields a later issue implements: said out loud rather than silently dropped.
-_NOT_YET = ("redirect", "direct_response", "delegate", "rewrite", "fault", "mirror", "mirrors", "cors_policy", "headers")
+_NOT_YET = (
+    "redirect",
+    "direct_response",
+    "delegate",
+    "rewrite",
+    "fault",
+    "mirror",
+    "mirrors",
+    "cors_policy",
+    "headers",
+)
 
 
 @dataclass(frozen=True)
@@ -96,18 +106,33 @@ def _route_match(
     if uri is None or uri.kind == "present":
         uri = ir.StringMatch("prefix", "/")
     headers: list[ir.HeaderMatch] = []
-    for pseudo, field_name in ((":method", "method"), (":authority", "authority"), (":scheme", "scheme")):
+    for pseudo, field_name in (
+        (":method", "method"),
+        (":authority", "authority"),
+        (":scheme", "scheme"),
+    ):
         if match.HasField(field_name):
             headers.append(ir.HeaderMatch(pseudo, _string_match(getattr(match, field_name))))
     for name in sorted(match.headers):
         headers.append(ir.HeaderMatch(name.lower(), _string_match(match.headers[name])))
     for name in sorted(match.without_headers):
-        headers.append(ir.HeaderMatch(name.lower(), _string_match(match.without_headers[name]), invert=True))
-    query = [ir.QueryMatch(name, _string_match(match.query_params[name])) for name in sorted(match.query_params)]
+        headers.append(
+            ir.HeaderMatch(name.lower(), _string_match(match.without_headers[name]), invert=True)
+        )
+    query = [
+        ir.QueryMatch(name, _string_match(match.query_params[name]))
+        for name in sorted(match.query_params)
+    ]
 
-    for where, value in [("uri", uri), *((f"headers.{h.name}", h.match) for h in headers), *((f"queryParams.{q.name}", q.match) for q in query)]:
+    for where, value in [
+        ("uri", uri),
+        *((f"headers.{h.name}", h.match) for h in headers),
+        *((f"queryParams.{q.name}", q.match) for q in query),
+    ]:
         if value.kind == "regex" and (problem := regex_error(value.value)):
-            diag.error(vs, f"{path}.{where}.regex", f"invalid regex (RE2 syntax): {problem}: match skipped")
+            diag.error(
+                vs, f"{path}.{where}.regex", f"invalid regex (RE2 syntax): {problem}: match skipped"
+            )
             return None
     return ir.RouteMatch(
         path=uri,
@@ -134,7 +159,9 @@ def _destinations(
         port = dest.destination.port.number
         service = registry.lookup(host)
         if service is None:
-            diag.warning(vs, f"{dpath}.host", f"no service {host} is known: requests routed there get 503")
+            diag.warning(
+                vs, f"{dpath}.host", f"no service {host} is known: requests routed there get 503"
+            )
         if not port:
             if service is not None and len(service.ports) == 1:
                 port = service.ports[0].port
@@ -143,12 +170,18 @@ def _destinations(
                 diag.error(vs, f"{dpath}.port", f"a port is required ({why}): destination skipped")
                 continue
         elif service is not None and service.port(port) is None:
-            diag.warning(vs, f"{dpath}.port", f"service {host} has no port {port}: requests routed there get 503")
+            diag.warning(
+                vs,
+                f"{dpath}.port",
+                f"service {host} has no port {port}: requests routed there get 503",
+            )
         cluster = f"outbound|{port}|{dest.destination.subset}|{host}"
         found.append(ir.WeightedCluster(cluster, dest.weight))
     if len(found) > 1:
         if sum(c.weight for c in found) == 0:
-            diag.error(vs, f"{path}.route", "several destinations need weights: traffic is split evenly")
+            diag.error(
+                vs, f"{path}.route", "several destinations need weights: traffic is split evenly"
+            )
             return tuple(ir.WeightedCluster(c.cluster, 1) for c in found)
         return tuple(c for c in found if c.weight > 0)  # Envoy refuses zero-weight entries
     return tuple(found)
@@ -172,8 +205,12 @@ def _retry(rule: vs_pb.HTTPRoute) -> ir.RetryPolicy | None:
     return ir.RetryPolicy(
         attempts=retries.attempts,
         retry_on=",".join(conditions) if conditions else DEFAULT_RETRY.retry_on,
-        per_try_timeout_ms=_millis(retries.per_try_timeout) if retries.HasField("per_try_timeout") else None,
-        retriable_status_codes=tuple(codes) if codes or conditions else DEFAULT_RETRY.retriable_status_codes,
+        per_try_timeout_ms=_millis(retries.per_try_timeout)
+        if retries.HasField("per_try_timeout")
+        else None,
+        retriable_status_codes=tuple(codes)
+        if codes or conditions
+        else DEFAULT_RETRY.retriable_status_codes,
         retry_remote_localities=retries.retry_remote_localities.value,
     )
 

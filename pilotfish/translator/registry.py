@@ -89,7 +89,9 @@ class ServiceRegistry:
 
     def named_target_port(self, service: RegistryService, port: ServicePort) -> int | None:
         """What a named targetPort resolves to, as the endpoints' port numbers say."""
-        for endpoint_set in self._endpoint_sets.get((service.namespace, service.service.meta.name), []):
+        for endpoint_set in self._endpoint_sets.get(
+            (service.namespace, service.service.meta.name), []
+        ):
             for subset in endpoint_set.subsets:
                 target = _target_port(port, subset.ports, single=len(service.ports) == 1)
                 if target is not None:
@@ -97,9 +99,7 @@ class ServiceRegistry:
         return None
 
 
-def _target_port(
-    port: ServicePort, ports: tuple[EndpointPort, ...], *, single: bool
-) -> int | None:
+def _target_port(port: ServicePort, ports: tuple[EndpointPort, ...], *, single: bool) -> int | None:
     """The endpoint port serving a service port: same name, or the only one there is."""
     for p in ports:
         if p.name == port.name:

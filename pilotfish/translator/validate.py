@@ -22,7 +22,8 @@ def implied_gateway_proxies(config: ConfigSet) -> list[Proxy]:
     for gateway in config.istio("Gateway"):
         labels = dict(cast(gw_pb.Gateway, gateway.spec).selector)
         fronting = [
-            s for s in registry.services()
+            s
+            for s in registry.services()
             if s.service.selector and all(labels.get(k) == v for k, v in s.service.selector.items())
         ]
         namespace = fronting[0].namespace if fronting else gateway.meta.namespace

@@ -61,5 +61,7 @@ def load_assignment(spec: ir.LoadAssignment) -> endpoint_pb2.ClusterLoadAssignme
     ]
     return endpoint_pb2.ClusterLoadAssignment(
         cluster_name=spec.cluster_name,
-        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)] if lb_endpoints else [],
+        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)]
+        if lb_endpoints
+        else [],
     )

@@ -10,7 +10,9 @@ from google.protobuf.message import Message
 V3 = config_source_pb2.ApiVersion.V3
 
 
-def ads_config_source(*, initial_fetch_timeout_ms: int | None = None) -> config_source_pb2.ConfigSource:
+def ads_config_source(
+    *, initial_fetch_timeout_ms: int | None = None
+) -> config_source_pb2.ConfigSource:
     """Fetch over the proxy's ADS stream (the bootstrap's ads_config)."""
     source = config_source_pb2.ConfigSource(
         ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=V3

@@ -29,7 +29,11 @@ def listener(spec: ir.Listener) -> listener_pb2.Listener:
 
 def http_filter_chain(chain: ir.HttpFilterChain) -> listener_components_pb2.FilterChain:
     return listener_components_pb2.FilterChain(
-        filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=typed(http_connection_manager(chain)))]
+        filters=[
+            listener_components_pb2.Filter(
+                name=HCM_FILTER, typed_config=typed(http_connection_manager(chain))
+            )
+        ]
     )
 
 
@@ -37,12 +41,15 @@ def http_connection_manager(chain: ir.HttpFilterChain) -> hcm_pb.HttpConnectionM
     return hcm_pb.HttpConnectionManager(
         stat_prefix=chain.stat_prefix,
         codec_type=hcm_pb.HttpConnectionManager.AUTO,  # HTTP/1.1 and h2c (HTTP2, GRPC servers)
-        rds=hcm_pb.Rds(config_source=ads_config_source(), route_config_name=chain.route_config_name),
-        http_filters=[hcm_pb.HttpFilter(name=ROUTER_FILTER, typed_config=typed(router_pb2.Router()))],
+        rds=hcm_pb.Rds(
+            config_source=ads_config_source(), route_config_name=chain.route_config_name
+        ),
+        http_filters=[
+            hcm_pb.HttpFilter(name=ROUTER_FILTER, typed_config=typed(router_pb2.Router()))
+        ],
         # A gateway is the edge: the client's address is the peer's, as in Istio.
         use_remote_address=BoolValue(value=True),
         normalize_path=BoolValue(value=True),
         path_with_escaped_slashes_action=hcm_pb.HttpConnectionManager.KEEP_UNCHANGED,
         upgrade_configs=[hcm_pb.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
     )
-

@@ -90,7 +90,9 @@ def route_action(spec: ir.Route) -> rc_pb.RouteAction:
         action.weighted_clusters.CopyFrom(
             rc_pb.WeightedCluster(
                 clusters=[
-                    rc_pb.WeightedCluster.ClusterWeight(name=c.cluster, weight=UInt32Value(value=c.weight))
+                    rc_pb.WeightedCluster.ClusterWeight(
+                        name=c.cluster, weight=UInt32Value(value=c.weight)
+                    )
                     for c in spec.clusters
                 ]
             )
