@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,9 +135,15 @@ def _bound_port(site: web.TCPSite) -> int:
 
 
 async def serve_forever(options: ServeOptions) -> None:
+    """Serve until SIGTERM or SIGINT (Kubernetes stops pods with SIGTERM), then stop cleanly."""
     server = Server(options)
     await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        log.info("pilotfish stopping")
     finally:
         await server.stop()
