@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import cast
 
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
 
 from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.objects import IstioObject
@@ -73,8 +74,8 @@ def build_http_routes(
             name=rule.name,
             match=ir.RouteMatch(ir.StringMatch("prefix", "/")),
             clusters=clusters,
-            timeout_ms=_millis(rule.timeout) if rule.HasField("timeout") else 0,
-            retry=_retry(rule),
+            timeout_ms=_duration_ms(rule, "timeout", vs, f"{path}.timeout", diag) or 0,
+            retry=_retry(rule, vs, path, diag),
         )
         if not rule.match:
             routes.append(rule_route)
@@ -187,10 +188,15 @@ def _destinations(
     return tuple(found)
 
 
-def _retry(rule: vs_pb.HTTPRoute) -> ir.RetryPolicy | None:
+def _retry(
+    rule: vs_pb.HTTPRoute, vs: IstioObject, path: str, diag: Diagnostics
+) -> ir.RetryPolicy | None:
     if not rule.HasField("retries"):
         return DEFAULT_RETRY
     retries = rule.retries
+    if retries.attempts < 0:  # Envoy's num_retries is unsigned: it could not even be encoded
+        diag.error(vs, f"{path}.retries.attempts", "attempts cannot be negative: retries off")
+        return None
     if retries.attempts == 0:
         return None  # `attempts: 0` turns retries off
     codes = []
@@ -205,9 +211,9 @@ def _retry(rule: vs_pb.HTTPRoute) -> ir.RetryPolicy | None:
     return ir.RetryPolicy(
         attempts=retries.attempts,
         retry_on=",".join(conditions) if conditions else DEFAULT_RETRY.retry_on,
-        per_try_timeout_ms=_millis(retries.per_try_timeout)
-        if retries.HasField("per_try_timeout")
-        else None,
+        per_try_timeout_ms=_duration_ms(
+            retries, "per_try_timeout", vs, f"{path}.retries.perTryTimeout", diag
+        ),
         retriable_status_codes=tuple(codes)
         if codes or conditions
         else DEFAULT_RETRY.retriable_status_codes,
@@ -217,6 +223,20 @@ def _retry(rule: vs_pb.HTTPRoute) -> ir.RetryPolicy | None:
 
 def _millis(d: Duration) -> int:
     return d.seconds * 1000 + d.nanos // 1_000_000
+
+
+def _duration_ms(
+    message: Message, field_name: str, vs: IstioObject, path: str, diag: Diagnostics
+) -> int | None:
+    """A Duration field in whole milliseconds; None when unset, or when negative: Envoy
+    would refuse the whole RouteConfiguration for it, so it is reported and ignored."""
+    if not message.HasField(field_name):
+        return None
+    millis = _millis(getattr(message, field_name))
+    if millis < 0:
+        diag.error(vs, path, "a duration cannot be negative: ignored")
+        return None
+    return millis
 
 
 def _is_set(message: vs_pb.HTTPRoute, field_name: str) -> bool:
