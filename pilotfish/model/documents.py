@@ -48,7 +48,11 @@ class ParsedFile:
         return any(e.document is None for e in self.errors)
 
 
-class _StrictLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML has it (several times faster); tags resolve in Python either way.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeLoader):  # type: ignore[valid-type,misc]
     """SafeLoader that refuses duplicate mapping keys (YAML allows them, silently).
 
     Timestamps stay strings, as Kubernetes reads them (`creationTimestamp: 2024-01-01T00:00:00Z`

@@ -60,6 +60,8 @@ def parse_document(doc: RawDocument) -> ConfigObject | ConfigError:
     """Turn one manifest into a typed object, or the first error that stops it."""
     namespace, name = doc.meta()
     kind = doc.kind
+    if kind and kind not in _CLUSTER_SCOPED and not namespace:
+        namespace = "default"  # where the object would live: errors name it as the translator does
 
     def error(message: str, field: str | None = None) -> ConfigError:
         return ConfigError(message, doc.file, doc.index, kind or None, namespace, name, field)

@@ -52,7 +52,7 @@ class FileSource:
     """Reads a directory of manifests; `load()` is cheap to call again after a change."""
 
     root: Path
-    _cache: dict[Path, tuple[tuple[int, int], ParsedFile]] = field(default_factory=dict)
+    _cache: dict[Path, tuple[tuple[int, int, int], ParsedFile]] = field(default_factory=dict)
 
     def load(self) -> list[ParsedFile]:
         if not self.root.is_dir():
@@ -63,7 +63,9 @@ class FileSource:
             seen.add(path)
             try:
                 stat = path.stat()
-                signature = (stat.st_mtime_ns, stat.st_size)
+                # The inode too: an editor's save-by-rename within one timestamp tick and
+                # of the same size is still a new file.
+                signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
             except OSError:
                 continue  # deleted between the walk and now: the next change event reloads
             cached = self._cache.get(path)
