@@ -80,6 +80,75 @@ def test_serve_bootstrap_envoy_curl(tmp_path: Path, httpbin: HttpbinServer) -> N
     assert "pilotfish serving" in logged and "proxy connected" in logged
 
 
+def start_serve(
+    config_dir: Path, xds_port: int, debug_port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [*PILOTFISH, "serve", "--config-dir", str(config_dir),
+         "--xds-address", f"127.0.0.1:{xds_port}", "--debug-address", f"127.0.0.1:{debug_port}"],
+        stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    wait_until(
+        lambda: request(f"http://127.0.0.1:{debug_port}/healthz/ready").status == 200,
+        ignore=(OSError,),
+        message=lambda: log.read_text(),
+    )
+    return process
+
+
+def test_envoy_survives_a_control_plane_restart(tmp_path: Path, httpbin: HttpbinServer) -> None:
+    """Envoy keeps its config while pilotfish is down, reconnects to the new process,
+    and takes new versions from it (never one it already holds)."""
+    gateway_port, xds_port, debug_port = free_ports(3)
+    config_dir = tmp_path / "config"
+    example_config(config_dir, gateway_port, httpbin.port)
+    log = tmp_path / "pilotfish.log"
+    host = {"Host": "httpbin.example.com"}
+    url = f"http://127.0.0.1:{gateway_port}"
+    first = start_serve(config_dir, xds_port, debug_port, log)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        options = ["--xds-address", f"127.0.0.1:{xds_port}", "--admin-port", "0"]
+        printed = subprocess.run(
+            [*PILOTFISH, "bootstrap", "--name", "ingress-0", "--namespace", "istio-system",
+             "--labels", "istio=ingressgateway", *options],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        with EnvoyProcess(yaml.safe_load(printed), name="restart-envoy") as envoy:
+            envoy.wait_ready()
+            assert request(f"{url}/status/418", headers=host).status == 418
+            old_lds = envoy.text_readouts()["listener_manager.lds.version_text"]
+
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=15) == 0
+            # Control plane gone: Envoy still routes with what it has.
+            assert request(f"{url}/status/418", headers=host).status == 418
+
+            gateway = config_dir / "gateway.yaml"
+            gateway.write_text(gateway.read_text().replace("prefix: /delay", "prefix: /headers"))
+            second = start_serve(config_dir, xds_port, debug_port, log)
+            envoy.wait_for(
+                lambda: request(f"{url}/headers", headers=host).status == 200,
+                "Envoy never got the new config from the restarted pilotfish",
+                timeout=30,
+            )
+
+            # The restarted server's LDS version is new, though the listener is the same.
+            def lds_version_changed() -> str | None:
+                version = envoy.text_readouts()["listener_manager.lds.version_text"]
+                return version if version != old_lds else None
+
+            new_lds = envoy.wait_for(
+                lds_version_changed, "Envoy never took an LDS version from the restarted pilotfish"
+            )
+            assert new_lds.split("/")[0] != old_lds.split("/")[0]  # a new boot stamp
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+
+
 def test_serve_refuses_a_missing_directory(tmp_path: Path) -> None:
     result = subprocess.run(
         [*PILOTFISH, "serve", "--config-dir", str(tmp_path / "nope"), "--xds-address", "127.0.0.1:0",
