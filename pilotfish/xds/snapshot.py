@@ -1,0 +1,239 @@
+"""One proxy's complete xDS configuration at one moment, and its consistency check.
+
+A ``Snapshot`` holds plain Envoy protos by type URL and resource name. It serializes each
+resource once, deterministically, when it is built: the bytes give the content hashes the
+cache versions by, and they are what the ADS server sends, so what was hashed is exactly
+what goes on the wire even if a caller later mutates a proto it handed over (don't).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import config_source_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2,
+)
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
+
+from pilotfish.xds import types
+
+_HCM = http_connection_manager_pb2.HttpConnectionManager
+_DOWNSTREAM_TLS = tls_pb2.DownstreamTlsContext
+_UPSTREAM_TLS = tls_pb2.UpstreamTlsContext
+
+
+def resource_name(type_url: str, resource: Message) -> str:
+    """The name Envoy knows a resource by: ``cluster_name`` for a ClusterLoadAssignment."""
+    field = "cluster_name" if type_url == types.ENDPOINT else "name"
+    return str(getattr(resource, field))
+
+
+def _digest(parts: Iterable[bytes]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        # Length-prefixed so that ("ab", "c") and ("a", "bc") hash differently.
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()
+
+
+class Snapshot:
+    """Immutable resources of every type for one proxy.
+
+    ``resources`` always has an entry (possibly empty) for each type in ``PUSH_ORDER``:
+    in state-of-the-world xDS an empty set of clusters or listeners is a state too.
+    """
+
+    __slots__ = ("_encoded", "_resource_hashes", "_type_hashes", "resources")
+
+    resources: Mapping[str, Mapping[str, Message]]
+    _encoded: Mapping[str, Mapping[str, bytes]]
+    _resource_hashes: Mapping[str, Mapping[str, str]]
+    _type_hashes: Mapping[str, str]
+
+    def __init__(self, resources: Mapping[str, Mapping[str, Message]]) -> None:
+        by_type: dict[str, Mapping[str, Message]] = {}
+        encoded: dict[str, Mapping[str, bytes]] = {}
+        resource_hashes: dict[str, Mapping[str, str]] = {}
+        type_hashes: dict[str, str] = {}
+        for type_url in (*types.PUSH_ORDER, *(t for t in resources if t not in types.PUSH_ORDER)):
+            named = dict(resources.get(type_url, {}))
+            for name, resource in named.items():
+                actual = resource_name(type_url, resource)
+                if actual != name:
+                    raise ValueError(
+                        f"{types.short_name(type_url)} resource keyed {name!r} is named {actual!r}"
+                    )
+            blobs = {n: r.SerializeToString(deterministic=True) for n, r in named.items()}
+            hashes = {n: _digest([b]) for n, b in blobs.items()}
+            by_type[type_url] = MappingProxyType(named)
+            encoded[type_url] = MappingProxyType(blobs)
+            resource_hashes[type_url] = MappingProxyType(hashes)
+            type_hashes[type_url] = _digest(
+                part for n in sorted(hashes) for part in (n.encode(), hashes[n].encode())
+            )
+        object.__setattr__(self, "resources", MappingProxyType(by_type))
+        object.__setattr__(self, "_encoded", MappingProxyType(encoded))
+        object.__setattr__(self, "_resource_hashes", MappingProxyType(resource_hashes))
+        object.__setattr__(self, "_type_hashes", MappingProxyType(type_hashes))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Snapshot is immutable")
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        clusters: Iterable[Message] = (),
+        endpoints: Iterable[Message] = (),
+        listeners: Iterable[Message] = (),
+        routes: Iterable[Message] = (),
+        secrets: Iterable[Message] = (),
+    ) -> Snapshot:
+        """Build a snapshot from lists of resources, keyed by their own names.
+
+        Two resources of one type with the same name are an error, not "last one wins":
+        Envoy would see only one of them and nobody would know which.
+        """
+        lists = {
+            types.CLUSTER: clusters,
+            types.ENDPOINT: endpoints,
+            types.LISTENER: listeners,
+            types.ROUTE: routes,
+            types.SECRET: secrets,
+        }
+        resources: dict[str, dict[str, Message]] = {}
+        for type_url, items in lists.items():
+            named: dict[str, Message] = {}
+            for resource in items:
+                name = resource_name(type_url, resource)
+                if name in named:
+                    raise ValueError(f"duplicate {types.short_name(type_url)} resource {name!r}")
+                named[name] = resource
+            resources[type_url] = named
+        return cls(resources)
+
+    def type_hash(self, type_url: str) -> str:
+        """sha256 over all resources of the type, sorted by name (the version's basis)."""
+        return self._type_hashes.get(type_url) or _digest([])
+
+    def resource_hash(self, type_url: str, name: str) -> str | None:
+        """sha256 of one resource's deterministic serialization; None if absent."""
+        return self._resource_hashes.get(type_url, {}).get(name)
+
+    def resource_hashes(self, type_url: str) -> Mapping[str, str]:
+        return self._resource_hashes.get(type_url, MappingProxyType({}))
+
+    def serialized(self, type_url: str, name: str) -> bytes:
+        """The bytes that were hashed, ready to go into an ``Any``."""
+        return self._encoded[type_url][name]
+
+    def names(self, type_url: str) -> Iterator[str]:
+        return iter(self.resources.get(type_url, {}))
+
+    def consistency_errors(self) -> list[str]:
+        """Every EDS, RDS and SDS name a cluster or listener refers to must be here.
+
+        Envoy keeps a cluster warming until its endpoints arrive and a listener until its
+        route configuration does, so a dangling reference silently stalls the proxy.
+        References to another config source (a file, a separate xDS server) are not ours
+        to check; neither is an SDS config without ``sds_config`` (a bootstrap secret).
+        """
+        errors: list[str] = []
+        # Any: Envoy's generated protos carry no type information for mypy.
+        clusters: Mapping[str, Any] = self.resources[types.CLUSTER]
+        listeners: Mapping[str, Any] = self.resources[types.LISTENER]
+        endpoints = self.resources[types.ENDPOINT]
+        routes = self.resources[types.ROUTE]
+        secrets = self.resources[types.SECRET]
+
+        def need_secrets(owner: str, names: Iterable[str]) -> None:
+            errors.extend(
+                f"{owner} refers to secret {n!r}, which the snapshot does not have"
+                for n in names
+                if n not in secrets
+            )
+
+        for name, cluster in clusters.items():
+            owner = f"cluster {name!r}"
+            if (
+                cluster.WhichOneof("cluster_discovery_type") == "type"
+                and cluster.type == cluster_pb2.Cluster.EDS
+            ):
+                eds = cluster.eds_cluster_config
+                service = eds.service_name or name
+                if _served_here(eds.eds_config) and service not in endpoints:
+                    errors.append(
+                        f"{owner} (EDS) needs endpoints {service!r}, "
+                        "which the snapshot does not have"
+                    )
+            sockets = [cluster.transport_socket] if cluster.HasField("transport_socket") else []
+            sockets += [m.transport_socket for m in cluster.transport_socket_matches]
+            for socket in sockets:
+                tls, problem = _unpack(socket.typed_config, _UPSTREAM_TLS)
+                if problem:
+                    errors.append(f"{owner}: {problem}")
+                if tls is not None:
+                    need_secrets(owner, _sds_names(tls.common_tls_context))
+
+        for name, listener in listeners.items():
+            chains = list(listener.filter_chains)
+            if listener.HasField("default_filter_chain"):
+                chains.append(listener.default_filter_chain)
+            for chain in chains:
+                owner = f"listener {name!r}" + (f" chain {chain.name!r}" if chain.name else "")
+                if chain.HasField("transport_socket"):
+                    tls, problem = _unpack(chain.transport_socket.typed_config, _DOWNSTREAM_TLS)
+                    if problem:
+                        errors.append(f"{owner}: {problem}")
+                    if tls is not None:
+                        need_secrets(owner, _sds_names(tls.common_tls_context))
+                for network_filter in chain.filters:
+                    hcm, problem = _unpack(network_filter.typed_config, _HCM)
+                    if problem:
+                        errors.append(f"{owner}: {problem}")
+                    if hcm is None or hcm.WhichOneof("route_specifier") != "rds":
+                        continue
+                    route = hcm.rds.route_config_name
+                    if _served_here(hcm.rds.config_source) and route not in routes:
+                        errors.append(
+                            f"{owner} needs route configuration {route!r}, "
+                            "which the snapshot does not have"
+                        )
+        return errors
+
+
+def _served_here(source: config_source_pb2.ConfigSource) -> bool:
+    # Unset means Envoy has no other source either: the reference is still ours to satisfy.
+    return source.WhichOneof("config_source_specifier") in (None, "ads", "self")
+
+
+def _sds_names(ctx: tls_pb2.CommonTlsContext) -> list[str]:
+    configs = list(ctx.tls_certificate_sds_secret_configs)
+    if ctx.HasField("validation_context_sds_secret_config"):
+        configs.append(ctx.validation_context_sds_secret_config)
+    combined = ctx.combined_validation_context
+    if ctx.HasField("combined_validation_context") and combined.HasField(
+        "validation_context_sds_secret_config"
+    ):
+        configs.append(combined.validation_context_sds_secret_config)
+    return [str(c.name) for c in configs if c.HasField("sds_config") and _served_here(c.sds_config)]
+
+
+def _unpack(packed: any_pb2.Any, cls: type[Message]) -> tuple[Any, str | None]:
+    """The message inside ``packed`` if it is a ``cls``; else None (another filter/socket)."""
+    if packed.TypeName() != cls.DESCRIPTOR.full_name:
+        return None, None
+    message = cls()
+    try:
+        packed.Unpack(message)
+    except DecodeError as e:
+        return None, f"cannot decode {cls.DESCRIPTOR.full_name}: {e}"
+    return message, None
