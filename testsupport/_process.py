@@ -10,34 +10,34 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import signal
+import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
 # Strong references: a process its owner forgot (never stopped, object dropped) is still
 # stopped at exit.
 _live: set[ManagedProcess] = set()
-_PR_SET_PDEATHSIG = 1
 
 
-def _pdeathsig_hook() -> Callable[[], None] | None:
-    # The kernel ties PDEATHSIG to the *thread* that forked: started from a worker thread
-    # that later exits, the child would be killed early. Only use it from the main thread.
+def _pdeathsig_prefix() -> list[str]:
+    """`setpriv --pdeathsig KILL --`: the child is killed if this process dies.
+
+    Not a preexec_fn: that forces a real fork() running Python in the child, where
+    gRPC's fork handlers abort the child when gRPC threads are live in this process
+    (tests run pilotfish's gRPC server in-process). Without preexec_fn, Popen spawns
+    without running any of that. The kernel ties PDEATHSIG to the *thread* that forked,
+    so only the main thread uses it (a worker thread's exit would kill the child early).
+    """
     if not sys.platform.startswith("linux"):
-        return None
+        return []
     if threading.current_thread() is not threading.main_thread():
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def hook() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-    return hook
+        return []
+    setpriv = shutil.which("setpriv")  # util-linux: on every Debian machine
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 class ManagedProcess:
@@ -49,12 +49,11 @@ class ManagedProcess:
         self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         try:
             self.proc = subprocess.Popen(
-                self.argv,
+                [*_pdeathsig_prefix(), *self.argv],
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
-                preexec_fn=_pdeathsig_hook(),
             )
         except BaseException:
             self._log.close()
