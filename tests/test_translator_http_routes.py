@@ -142,6 +142,18 @@ def test_headers_exact_prefix_regex_present_and_without_headers() -> None:
     assert not route.match.is_catch_all
 
 
+def test_header_regex_star_means_present() -> None:
+    (route,) = ok(
+        f"""\
+  - match:
+    - headers:
+        x-any: {{regex: "*"}}
+    {ROUTE}
+"""
+    )
+    assert route.match.headers == (ir.HeaderMatch("x-any", ir.StringMatch("present")),)
+
+
 def test_query_params_and_pseudo_headers() -> None:
     (route,) = ok(
         f"""\

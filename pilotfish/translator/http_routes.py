@@ -115,7 +115,7 @@ def _route_match(
         if match.HasField(field_name):
             headers.append(ir.HeaderMatch(pseudo, _string_match(getattr(match, field_name))))
     for name in sorted(match.headers):
-        headers.append(ir.HeaderMatch(name.lower(), _string_match(match.headers[name])))
+        headers.append(ir.HeaderMatch(name.lower(), _header_value_match(match.headers[name])))
     for name in sorted(match.without_headers):
         headers.append(
             ir.HeaderMatch(name.lower(), _string_match(match.without_headers[name]), invert=True)
@@ -141,6 +141,13 @@ def _route_match(
         headers=tuple(headers),
         query=tuple(query),
     )
+
+
+def _header_value_match(m: vs_pb.StringMatch) -> ir.StringMatch:
+    """As Istio: a header `regex: "*"` (not a valid regex) means "present"."""
+    if m.WhichOneof("match_type") == "regex" and m.regex == "*":
+        return ir.StringMatch("present")
+    return _string_match(m)
 
 
 def _string_match(m: vs_pb.StringMatch) -> ir.StringMatch:
