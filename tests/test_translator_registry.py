@@ -246,15 +246,20 @@ def test_a_service_without_endpoints_has_none() -> None:
         (ServicePort(27017, name="mongo"), "MONGO"),
         (ServicePort(6379, name="redis-main"), "REDIS"),
         (ServicePort(3306, name="mysql"), "MYSQL"),
-        (ServicePort(80, name="web"), "TCP"),  # no known prefix
-        (ServicePort(80, name="httpx"), "TCP"),  # a prefix is a whole word before '-'
-        (ServicePort(80), "TCP"),
+        # No known prefix: Istio sniffs the protocol ("auto-detect")
+        (ServicePort(80, name="web"), "UNSUPPORTED"),
+        (ServicePort(80, name="httpx"), "UNSUPPORTED"),  # a prefix is a whole word before '-'
+        (ServicePort(80), "UNSUPPORTED"),
+        (ServicePort(80, name="grpc-web"), "GRPC-WEB"),  # matched whole: it holds a dash
+        (ServicePort(80, name="grpc-web-ui"), "GRPC-WEB"),
         (ServicePort(53, name="dns", protocol="UDP"), "UDP"),
         # appProtocol first
         (ServicePort(80, name="tcp-web", app_protocol="http"), "HTTP"),
         (ServicePort(80, name="http", app_protocol="grpc"), "GRPC"),
         (ServicePort(80, name="web", app_protocol="HTTP2"), "HTTP2"),
         (ServicePort(80, name="web", app_protocol="kubernetes.io/h2c"), "HTTP2"),
+        # appProtocol decides alone, even when Istio does not know it
+        (ServicePort(80, name="http", app_protocol="custom"), "UNSUPPORTED"),
     ],
 )
 def test_port_protocol(port: ServicePort, expected: str) -> None:

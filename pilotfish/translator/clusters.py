@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pilotfish.translator import ir
-from pilotfish.translator.registry import ServiceRegistry, port_protocol
+from pilotfish.translator.registry import HTTP2_PROTOCOLS, ServiceRegistry, port_protocol
 
 
 def cluster_name(port: int, hostname: str, subset: str = "") -> str:
@@ -20,6 +20,6 @@ def build_outbound_clusters(
     for service in registry.services():
         for port in service.ports:
             name = cluster_name(port.port, service.hostname)
-            clusters.append(ir.Cluster(name, http2=port_protocol(port) in ("HTTP2", "GRPC")))
+            clusters.append(ir.Cluster(name, http2=port_protocol(port) in HTTP2_PROTOCOLS))
             assignments.append(ir.LoadAssignment(name, registry.endpoints(service, port)))
     return clusters, assignments

@@ -29,19 +29,37 @@ class RegistryService:
         return next((p for p in self.ports if p.port == number), None)
 
 
+_PROTOCOLS = {
+    "http": "HTTP",
+    "http2": "HTTP2",
+    "grpc": "GRPC",
+    "grpc-web": "GRPC-WEB",
+    "https": "HTTPS",
+    "tls": "TLS",
+    "tcp": "TCP",
+    "udp": "UDP",
+    "mongo": "MONGO",
+    "redis": "REDIS",
+    "mysql": "MYSQL",
+    # Kubernetes' own appProtocol names.
+    "kubernetes.io/h2c": "HTTP2",
+    "kubernetes.io/ws": "HTTP",
+    "kubernetes.io/wss": "HTTPS",
+}
+HTTP2_PROTOCOLS = frozenset({"HTTP2", "GRPC", "GRPC-WEB"})  # spoken upstream over HTTP/2
+
+
 def port_protocol(port: ServicePort) -> str:
-    """Istio's protocol selection: appProtocol first, then the port name's prefix."""
-    candidates = [port.app_protocol.lower(), port.name.lower().split("-", 1)[0]]
-    for candidate in candidates:
-        if candidate in ("http2", "h2c", "kubernetes.io/h2c"):
-            return "HTTP2"
-        if candidate == "grpc":
-            return "GRPC"
-        if candidate in ("http", "grpc-web"):
-            return "HTTP"
-        if candidate in ("https", "tls", "tcp", "mongo", "redis", "mysql"):
-            return candidate.upper()
-    return "TCP" if port.protocol == "TCP" else port.protocol
+    """Istio's protocol selection: appProtocol decides when set; else the port name's
+    prefix (`grpc-web` whole, as it holds a dash); else UNSUPPORTED (Istio sniffs it)."""
+    if port.protocol in ("UDP", "SCTP"):
+        return port.protocol
+    if port.app_protocol:
+        return _PROTOCOLS.get(port.app_protocol.lower(), "UNSUPPORTED")
+    name = port.name.lower()
+    if name.startswith("grpc-web"):
+        return "GRPC-WEB"
+    return _PROTOCOLS.get(name.split("-", 1)[0], "UNSUPPORTED")
 
 
 class ServiceRegistry:
