@@ -149,7 +149,54 @@ class Namespace:
     kind: str = "Namespace"
 
 
-ConfigObject = Union[IstioObject, Service, EndpointSet, Secret, Namespace]  # noqa: UP007
+@dataclass(frozen=True)
+class IngressBackend:
+    service: str
+    port: int | str  # a number, or the name of a Service port
+
+
+@dataclass(frozen=True)
+class IngressPath:
+    path: str
+    path_type: str  # Exact, Prefix or ImplementationSpecific
+    backend: IngressBackend
+
+
+@dataclass(frozen=True)
+class IngressRule:
+    host: str  # "" matches every host
+    paths: tuple[IngressPath, ...]
+
+
+@dataclass(frozen=True)
+class IngressTLS:
+    hosts: tuple[str, ...]
+    secret_name: str
+
+
+@dataclass(frozen=True)
+class Ingress:
+    """networking.k8s.io Ingress, v1 and v1beta1 alike (v1beta1's serviceName/servicePort
+    are read into the v1 shape)."""
+
+    meta: ObjectMeta
+    class_name: str  # spec.ingressClassName; "" when unset
+    rules: tuple[IngressRule, ...]
+    tls: tuple[IngressTLS, ...] = ()
+    default_backend: IngressBackend | None = None
+    origin: Origin = Origin()
+    kind: str = "Ingress"
+
+
+@dataclass(frozen=True)
+class IngressClass:
+    meta: ObjectMeta
+    controller: str
+    origin: Origin = Origin()
+    kind: str = "IngressClass"
+
+
+ConfigObject = Union[IstioObject, Service, EndpointSet, Secret, Namespace, Ingress, IngressClass]  # noqa: UP007
 
 
 def key_of(obj: ConfigObject) -> ConfigKey:

@@ -26,6 +26,12 @@ from pilotfish.model.objects import (
     EndpointPort,
     EndpointSet,
     EndpointSubset,
+    Ingress,
+    IngressBackend,
+    IngressClass,
+    IngressPath,
+    IngressRule,
+    IngressTLS,
     IstioObject,
     Namespace,
     ObjectMeta,
@@ -38,12 +44,14 @@ from pilotfish.model.objects import (
 from pilotfish.model.spec_errors import locate_spec_error
 
 _CORE_KINDS = {"Service", "Endpoints", "Secret", "Namespace"}
-_CLUSTER_SCOPED = {"Namespace"}
+_CLUSTER_SCOPED = {"Namespace", "IngressClass"}
 
 SUPPORTED_KINDS: dict[str, tuple[str, ...]] = {
     **{kind: API_VERSIONS for kind in SPEC_TYPES},
     **{kind: ("v1",) for kind in _CORE_KINDS},
     "EndpointSlice": ("discovery.k8s.io/v1",),
+    "Ingress": ("networking.k8s.io/v1", "networking.k8s.io/v1beta1", "extensions/v1beta1"),
+    "IngressClass": ("networking.k8s.io/v1", "networking.k8s.io/v1beta1"),
 }
 
 
@@ -285,6 +293,82 @@ def _parse_namespace(body: Mapping[str, Any], meta: ObjectMeta, origin: Origin) 
     return Namespace(meta=meta, origin=origin)
 
 
+def _parse_ingress(body: Mapping[str, Any], meta: ObjectMeta, origin: Origin) -> ConfigObject:
+    spec = _mapping(body.get("spec"), "spec")
+    default = spec.get("defaultBackend", spec.get("backend"))  # v1, v1beta1
+    rules = []
+    for r, raw in enumerate(_list(spec.get("rules"), "spec.rules")):
+        path = f"spec.rules[{r}]"
+        rule = _mapping(raw, path)
+        http = _mapping(rule.get("http"), f"{path}.http")
+        paths = []
+        for p, raw_path in enumerate(_list(http.get("paths"), f"{path}.http.paths")):
+            ppath = f"{path}.http.paths[{p}]"
+            item = _mapping(raw_path, ppath)
+            path_type = (
+                _string(item.get("pathType"), f"{ppath}.pathType") or "ImplementationSpecific"
+            )
+            if path_type not in ("Exact", "Prefix", "ImplementationSpecific"):
+                raise FieldError(
+                    f"{ppath}.pathType",
+                    f"{path_type!r} is not Exact, Prefix or ImplementationSpecific",
+                )
+            paths.append(
+                IngressPath(
+                    path=_string(item.get("path"), f"{ppath}.path") or "/",
+                    path_type=path_type,
+                    backend=_ingress_backend(item.get("backend"), f"{ppath}.backend"),
+                )
+            )
+        rules.append(
+            IngressRule(host=_string(rule.get("host"), f"{path}.host").lower(), paths=tuple(paths))
+        )
+    tls = []
+    for t, raw in enumerate(_list(spec.get("tls"), "spec.tls")):
+        item = _mapping(raw, f"spec.tls[{t}]")
+        hosts = tuple(
+            _string(h, f"spec.tls[{t}].hosts[{i}]").lower()
+            for i, h in enumerate(_list(item.get("hosts"), f"spec.tls[{t}].hosts"))
+        )
+        tls.append(IngressTLS(hosts, _string(item.get("secretName"), f"spec.tls[{t}].secretName")))
+    return Ingress(
+        meta=meta,
+        class_name=_string(spec.get("ingressClassName"), "spec.ingressClassName"),
+        rules=tuple(rules),
+        tls=tuple(tls),
+        default_backend=None
+        if default is None
+        else _ingress_backend(default, "spec.defaultBackend"),
+        origin=origin,
+    )
+
+
+def _ingress_backend(raw: Any, path: str) -> IngressBackend:
+    backend = _mapping(raw, path)
+    if "serviceName" in backend:  # v1beta1
+        port: Any = backend.get("servicePort")
+        name = _string(backend.get("serviceName"), f"{path}.serviceName")
+        port_path = f"{path}.servicePort"
+    else:
+        service = _mapping(backend.get("service"), f"{path}.service")
+        name = _string(service.get("name"), f"{path}.service.name")
+        port_map = _mapping(service.get("port"), f"{path}.service.port")
+        port = port_map.get("number", port_map.get("name"))
+        port_path = f"{path}.service.port"
+    if not name:
+        raise FieldError(path, "a backend needs a service (resource backends are not supported)")
+    if isinstance(port, str) and not port.isdigit():
+        return IngressBackend(name, port)
+    return IngressBackend(name, _port_number(port, port_path, required=True))
+
+
+def _parse_ingress_class(body: Mapping[str, Any], meta: ObjectMeta, origin: Origin) -> ConfigObject:
+    spec = _mapping(body.get("spec"), "spec")
+    return IngressClass(
+        meta=meta, controller=_string(spec.get("controller"), "spec.controller"), origin=origin
+    )
+
+
 _PARSERS: dict[str, Callable[[Mapping[str, Any], ObjectMeta, Origin], ConfigObject]] = {
     **{kind: _parse_istio(kind) for kind in SPEC_TYPES},
     "Service": _parse_service,
@@ -292,6 +376,8 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any], ObjectMeta, Origin], ConfigObje
     "Endpoints": _parse_endpoints,
     "Secret": _parse_secret,
     "Namespace": _parse_namespace,
+    "Ingress": _parse_ingress,
+    "IngressClass": _parse_ingress_class,
 }
 
 
