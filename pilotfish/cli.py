@@ -13,6 +13,7 @@ from pilotfish.bootstrap import BootstrapOptions, render_bootstrap
 from pilotfish.model.configset import ConfigSet, build_config_set
 from pilotfish.node_id import NodeId
 from pilotfish.server.logging import configure_logging
+from pilotfish.sources.base import ConfigSource
 from pilotfish.sources.files import FileSource
 from pilotfish.translator.dump import to_yaml, translation_to_data
 from pilotfish.translator.proxy import Proxy
@@ -46,13 +47,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="serve xDS (ADS) to Envoy proxies from a directory of manifests",
-        description="Read every .yaml/.yml/.json manifest below --config-dir (recursively), "
-        "watch it for changes, and serve each connecting Envoy its config over ADS. "
+        help="serve xDS (ADS) to Envoy proxies, from a directory of manifests or Kubernetes",
+        description="Serve each connecting Envoy its config over ADS. The config comes from "
+        "every .yaml/.yml/.json manifest below --config-dir (recursively, watched for "
+        "changes), or from a Kubernetes API server (--kubernetes: list/watch, as istiod). "
         "Bad input is reported (log, /debug/config_status) and never stops the server: "
         "the last valid version of an object stays in force.",
     )
-    serve.add_argument("--config-dir", type=Path, required=True, help="directory of manifests")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config-dir", type=Path, help="directory of manifests")
+    source.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="read config from a Kubernetes API server (in-cluster config in a pod, "
+        "else --kubeconfig or $KUBECONFIG or ~/.kube/config)",
+    )
+    serve.add_argument("--kubeconfig", type=Path, help="kubeconfig file (with --kubernetes)")
+    serve.add_argument(
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        metavar="NS",
+        help="watch only this namespace (repeatable; default: all) (with --kubernetes)",
+    )
+    serve.add_argument(
+        "--secret-namespace",
+        dest="secret_namespaces",
+        action="append",
+        metavar="NS",
+        help="read TLS Secrets from this namespace, where gateways run (repeatable; "
+        "default: istio-system) (with --kubernetes)",
+    )
+    serve.add_argument(
+        "--write-status",
+        action="store_true",
+        help="write problems to each Istio object's status.validationMessages (needs RBAC "
+        "for */status) (with --kubernetes)",
+    )
     serve.add_argument(
         "--xds-address", default="127.0.0.1:15010", help="HOST:PORT for ADS (default %(default)s)"
     )
@@ -139,24 +170,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "translate":
             return _translate(args)
         return _validate(args)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, UsageError) as exc:
         print(f"pilotfish: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
 
 
+def config_source(args: argparse.Namespace) -> ConfigSource:
+    """The source `serve` reads: a directory, or the Kubernetes API."""
+    if args.config_dir is not None:
+        kube_only = {
+            "--kubeconfig": args.kubeconfig,
+            "--namespace": args.namespaces,
+            "--secret-namespace": args.secret_namespaces,
+            "--write-status": args.write_status,
+        }
+        given = [flag for flag, value in kube_only.items() if value]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply with --kubernetes")
+        return FileSource(args.config_dir)
+    from pilotfish.sources.kubernetes import KubernetesSettings, KubernetesSource
+
+    settings = KubernetesSettings(
+        kubeconfig=args.kubeconfig,
+        namespaces=tuple(args.namespaces) if args.namespaces else None,
+        secret_namespaces=tuple(args.secret_namespaces or ("istio-system",)),
+        write_status=args.write_status,
+    )
+    return KubernetesSource(settings)
+
+
+class UsageError(Exception):
+    """A combination of flags that cannot work: exit 2 with the reason."""
+
+
 def _serve(args: argparse.Namespace) -> int:
     from pilotfish.server.server import ServeOptions, serve_forever
 
+    source = config_source(args)
     options = ServeOptions(
-        config_dir=args.config_dir,
         xds_address=args.xds_address,
         debug_address=args.debug_address,
         debounce_quiet=args.debounce_quiet,
         debounce_max=args.debounce_max,
     )
-    asyncio.run(serve_forever(options))
+    asyncio.run(serve_forever(options, source))
     return 0
 
 

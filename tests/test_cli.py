@@ -219,7 +219,20 @@ def test_a_missing_config_dir_is_exit_2_with_a_clear_message(
     # and forgetting the flag altogether
     code, _, err = run(capsys, command)
     assert code == 2
-    assert "the following arguments are required: --config-dir" in err
+    if command == "serve":  # serve reads a directory or Kubernetes
+        assert "one of the arguments --config-dir --kubernetes is required" in err
+    else:
+        assert "the following arguments are required: --config-dir" in err
+
+
+def test_serve_refuses_kubernetes_flags_with_a_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run(
+        capsys, "serve", "--config-dir", str(tmp_path), "--write-status", "--namespace", "a"
+    )
+    assert code == 2
+    assert "--namespace, --write-status only apply with --kubernetes" in err
 
 
 def test_the_console_script_runs() -> None:

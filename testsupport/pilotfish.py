@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from pilotfish.server.server import ServeOptions, Server
+from pilotfish.sources.files import FileSource
 from testsupport.http import Response, request
 
 T = TypeVar("T")
@@ -24,8 +25,8 @@ class InProcessPilotfish:
     def __init__(
         self, config_dir: Path, *, debounce_quiet: float = 0.05, debounce_max: float = 0.5
     ) -> None:
+        self.config_dir = config_dir
         self.options = ServeOptions(
-            config_dir=config_dir,
             xds_address="127.0.0.1:0",
             debug_address="127.0.0.1:0",
             debounce_quiet=debounce_quiet,
@@ -39,7 +40,7 @@ class InProcessPilotfish:
 
     def start(self) -> Self:
         self._thread.start()
-        self.server = Server(self.options)
+        self.server = Server(self.options, FileSource(self.config_dir))
         self.run(self.server.start())
         return self
 

@@ -102,6 +102,13 @@ class ControlPlane:
 
     # --- status -------------------------------------------------------------------------
 
+    def problems(self) -> list[ConfigError]:
+        """Every problem in force, each once: the config's own and translation's."""
+        found = dict.fromkeys(self.config.errors)
+        for status in self._proxy_status.values():
+            found.update(dict.fromkeys(status))
+        return sorted(found, key=_status_order)
+
     def config_status(self) -> list[dict[str, Any]]:
         """Every problem in force: the config's own, and each one translation found
         (with the proxies it affects)."""

@@ -20,11 +20,16 @@ from pilotfish.translator.dump import message_to_data, redact
 from pilotfish.xds.types import short_name
 
 
-def build_app(control_plane: ControlPlane, is_ready: Callable[[], bool]) -> web.Application:
+def build_app(
+    control_plane: ControlPlane,
+    is_ready: Callable[[], bool],
+    pending: Callable[[], list[str]] = list,
+) -> web.Application:
     async def ready(_: web.Request) -> web.Response:
         if is_ready():
             return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready: initial configuration not loaded\n")
+        waiting = ", ".join(pending()) or "the first config load"
+        return web.Response(status=503, text=f"not ready: waiting for {waiting}\n")
 
     async def prometheus(_: web.Request) -> web.Response:
         body = generate_latest()

@@ -1,7 +1,8 @@
-"""`pilotfish serve`: the file source, the control plane, the xDS and debug servers, wired.
+"""`pilotfish serve`: a config source, the control plane, the xDS and debug servers, wired.
 
-Order matters for correctness: the first config is loaded before xDS accepts a proxy, so
-no proxy is ever served an empty config just because it connected early.
+Order matters for correctness: the debug server comes up first (not ready), then the
+source's first complete view is loaded, and only then does xDS accept proxies: no proxy
+is ever served an empty config just because it connected early.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import asyncio
 import contextlib
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -20,7 +20,7 @@ from pilotfish.model.configset import build_config_set
 from pilotfish.server.control_plane import ControlPlane
 from pilotfish.server.debounce import Debouncer
 from pilotfish.server.debug_http import build_app
-from pilotfish.sources.files import FileSource
+from pilotfish.sources.base import ConfigSource
 from pilotfish.xds.grpc_server import start_grpc_server
 
 log = structlog.get_logger()
@@ -28,7 +28,6 @@ log = structlog.get_logger()
 
 @dataclass(frozen=True)
 class ServeOptions:
-    config_dir: Path
     xds_address: str = "127.0.0.1:15010"
     debug_address: str = "127.0.0.1:15014"
     debounce_quiet: float = 0.1
@@ -45,10 +44,10 @@ def split_address(address: str) -> tuple[str, int]:
 class Server:
     """A running pilotfish; `start()` then `stop()`. Tests run it in-process."""
 
-    def __init__(self, options: ServeOptions) -> None:
+    def __init__(self, options: ServeOptions, source: ConfigSource) -> None:
         self.options = options
         self.control_plane = ControlPlane()
-        self.source = FileSource(options.config_dir)
+        self.source = source
         self.debouncer = Debouncer(options.debounce_quiet, options.debounce_max)
         self.xds_port = 0
         self.debug_port = 0
@@ -63,26 +62,30 @@ class Server:
         return self._ready
 
     async def start(self) -> None:
-        self.reload()  # raises if the directory is missing: better now than a silent empty config
+        # Raises if the source cannot be (a missing directory): better now than an empty config.
+        await self.source.start()
         self._web = web.AppRunner(
-            build_app(self.control_plane, lambda: self._ready), access_log=None
+            build_app(self.control_plane, lambda: self._ready, self.source.pending), access_log=None
         )
         await self._web.setup()
         host, port = split_address(self.options.debug_address)
         site = web.TCPSite(self._web, host, port)
         await site.start()
         self.debug_port = _bound_port(site)
+        await self._wait_synced()
+        self.reload()
+        await self.source.write_status(self.control_plane.problems())
         self._grpc, self.xds_port = await start_grpc_server(
             self.control_plane.ads, self.options.xds_address
         )
         self._tasks = [
-            asyncio.create_task(self._watch_files(), name="watch-files"),
+            asyncio.create_task(self._watch_source(), name="watch-source"),
             asyncio.create_task(self._apply_changes(), name="apply-changes"),
         ]
         self._ready = True
         log.info(
             "pilotfish serving",
-            config_dir=str(self.options.config_dir),
+            source=self.source.describe(),
             xds=f"{host_of(self.options.xds_address)}:{self.xds_port}",
             debug=f"{host}:{self.debug_port}",
         )
@@ -98,6 +101,20 @@ class Server:
             await self._grpc.stop(grace=1.0)
         if self._web is not None:
             await self._web.cleanup()
+        await self.source.close()
+
+    async def _wait_synced(self) -> None:
+        """Wait for the source's first complete view, saying what it still waits for."""
+        synced = asyncio.ensure_future(self.source.wait_synced())
+        try:
+            while True:
+                done, _ = await asyncio.wait({synced}, timeout=5.0)
+                if done:
+                    synced.result()
+                    return
+                log.info("waiting for the initial config", pending=self.source.pending())
+        finally:
+            synced.cancel()
 
     def reload(self) -> None:
         files = self.source.load()
@@ -110,7 +127,7 @@ class Server:
             problems=len(config.errors),
         )
 
-    async def _watch_files(self) -> None:
+    async def _watch_source(self) -> None:
         async for count in self.source.changes(self._stop):
             self.debouncer.notify(count)
 
@@ -120,6 +137,7 @@ class Server:
             log.debug("applying config changes", changes=changes)
             try:
                 self.reload()
+                await self.source.write_status(self.control_plane.problems())
             except Exception:  # never let one bad reload stop the server
                 log.exception("config reload failed; the previous config stays in force")
 
@@ -134,9 +152,9 @@ def _bound_port(site: web.TCPSite) -> int:
     return int(sockets[0].getsockname()[1]) if sockets else 0
 
 
-async def serve_forever(options: ServeOptions) -> None:
+async def serve_forever(options: ServeOptions, source: ConfigSource) -> None:
     """Serve until SIGTERM or SIGINT (Kubernetes stops pods with SIGTERM), then stop cleanly."""
-    server = Server(options)
+    server = Server(options, source)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

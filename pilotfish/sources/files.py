@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,25 @@ class FileSource:
 
     root: Path
     _cache: dict[Path, tuple[tuple[int, int, int], ParsedFile]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"directory {self.root}"
+
+    async def start(self) -> None:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"config directory {self.root} does not exist")
+
+    async def wait_synced(self) -> None:
+        return None  # a directory is complete as soon as it is read
+
+    def pending(self) -> list[str]:
+        return []
+
+    async def write_status(self, problems: Sequence[ConfigError]) -> None:
+        return None  # files have no status to write: /debug/config_status and the log say it
+
+    async def close(self) -> None:
+        return None
 
     def load(self) -> list[ParsedFile]:
         if not self.root.is_dir():

@@ -1,0 +1,42 @@
+"""What the server needs of a configuration source, whatever it reads from."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from pilotfish.model.documents import ParsedFile
+from pilotfish.model.errors import ConfigError
+
+
+class ConfigSource(Protocol):
+    def describe(self) -> str:
+        """One line for logs: where the config comes from."""
+        ...
+
+    async def start(self) -> None:
+        """Begin reading (e.g. list/watch); raise at once if the source cannot exist."""
+        ...
+
+    async def wait_synced(self) -> None:
+        """Until the source holds a complete first view (every kind listed)."""
+        ...
+
+    def pending(self) -> list[str]:
+        """What the first view still waits for (for progress logs and readiness)."""
+        ...
+
+    def load(self) -> list[ParsedFile]:
+        """The current documents. Cheap to call again: unchanged ones are not re-read."""
+        ...
+
+    def changes(self, stop: asyncio.Event) -> AsyncIterator[int]:
+        """Yield (a count of changes) whenever something may have changed."""
+        ...
+
+    async def write_status(self, problems: Sequence[ConfigError]) -> None:
+        """Tell the objects' owners about their problems, where the source can."""
+        ...
+
+    async def close(self) -> None: ...
