@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -410,6 +411,7 @@ def test_sync_status_and_disconnect() -> None:
             )
             await c.close()
             assert await h.disconnected.get() == SIDECAR
+            assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("xds-")]
             assert h.ads.sync_status() == []
             assert h.ads.connected_nodes() == []
             assert REGISTRY.get_sample_value("pilotfish_xds_connected_proxies") == gauge_before

@@ -91,6 +91,8 @@ class AdsServer:
         self._clock = clock
         self._ids = itertools.count(1)
         self._streams: dict[str, _Stream] = {}
+        # Disconnect clean-ups still running (held so they are not garbage collected).
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     async def StreamAggregatedResources(
         self,
@@ -132,17 +134,23 @@ class AdsServer:
                     grpc.StatusCode.INTERNAL, "the control plane could not prepare this node"
                 )
             stream.queue.put_nowait(first)
-            tasks.append(asyncio.create_task(self._read(requests, stream)))
-            tasks.append(asyncio.create_task(self._watch(stream)))
+            cid = stream.connection_id
+            tasks.append(asyncio.create_task(self._read(requests, stream), name=f"xds-read {cid}"))
+            tasks.append(asyncio.create_task(self._watch(stream), name=f"xds-watch {cid}"))
             await self._serve(stream, context, log)
         finally:
+            # grpc may cancel a finished stream's handler more than once: do the
+            # bookkeeping before the first await, and finish the rest in a task of its
+            # own that a second cancellation cannot cut short.
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             del self._streams[stream.connection_id]
             metrics.CONNECTED_PROXIES.dec()
             log.info("xds.disconnect")
-            await self._on_disconnect(node)
+            cleanup = asyncio.create_task(self._after_disconnect(tasks, node, log))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            await asyncio.shield(cleanup)
 
     async def DeltaAggregatedResources(
         self,
@@ -174,6 +182,15 @@ class AdsServer:
             nodes[str(s.node.id)] = s.node
         return [nodes[k] for k in sorted(nodes)]
 
+    async def _after_disconnect(
+        self, tasks: list[asyncio.Task[None]], node: base_pb2.Node, log: Any
+    ) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self._on_disconnect(node)
+        except Exception:
+            log.exception("xds.on_disconnect_failed")
+
     async def _serve(self, stream: _Stream, context: Any, log: Any) -> None:
         node_id = str(stream.node.id)
         while True:
@@ -181,7 +198,10 @@ class AdsServer:
             if isinstance(item, _End):
                 return
             if isinstance(item, BaseException):
-                raise item
+                # Reading failed: the client is gone (or broke the stream); nothing to
+                # answer, so end quietly rather than as a server error.
+                log.info("xds.stream_error", error=repr(item))
+                return
             current = self._cache.get(node_id)
             events: list[Event]
             if isinstance(item, _Wakeup):

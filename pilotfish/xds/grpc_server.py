@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
@@ -34,7 +32,7 @@ class GrpcBindError(OSError):
     """The xDS server could not listen on the address it was given."""
 
 
-async def start_grpc_server(ads: AdsServer, address: str) -> tuple[Any, int]:
+async def start_grpc_server(ads: AdsServer, address: str) -> tuple[grpc.aio.Server, int]:
     """Start serving ADS on ``address`` (``host:port``; port 0 picks a free one).
 
     Returns the started ``grpc.aio.Server`` and the port it listens on. Stop it with

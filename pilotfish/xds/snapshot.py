@@ -51,9 +51,9 @@ class Snapshot:
     in state-of-the-world xDS an empty set of clusters or listeners is a state too.
     """
 
-    __slots__ = ("_encoded", "_resource_hashes", "_type_hashes", "resources")
+    __slots__ = ("_encoded", "_resource_hashes", "_resources", "_type_hashes")
 
-    resources: Mapping[str, Mapping[str, Message]]
+    _resources: Mapping[str, Mapping[str, Message]]
     _encoded: Mapping[str, Mapping[str, bytes]]
     _resource_hashes: Mapping[str, Mapping[str, str]]
     _type_hashes: Mapping[str, str]
@@ -79,13 +79,18 @@ class Snapshot:
             type_hashes[type_url] = _digest(
                 part for n in sorted(hashes) for part in (n.encode(), hashes[n].encode())
             )
-        object.__setattr__(self, "resources", MappingProxyType(by_type))
+        object.__setattr__(self, "_resources", MappingProxyType(by_type))
         object.__setattr__(self, "_encoded", MappingProxyType(encoded))
         object.__setattr__(self, "_resource_hashes", MappingProxyType(resource_hashes))
         object.__setattr__(self, "_type_hashes", MappingProxyType(type_hashes))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Snapshot is immutable")
+
+    @property
+    def resources(self) -> Mapping[str, Mapping[str, Message]]:
+        """Type URL -> resource name -> Envoy proto (read-only views; don't mutate)."""
+        return self._resources
 
     @classmethod
     def of(
