@@ -24,7 +24,7 @@ def ads_config_source(
 
 def typed(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(message)
+    packed.Pack(message, deterministic=True)  # map order must not change the hash
     return packed
 
 
