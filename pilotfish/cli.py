@@ -13,7 +13,7 @@ from pilotfish.bootstrap import BootstrapOptions, render_bootstrap
 from pilotfish.model.configset import ConfigSet, build_config_set
 from pilotfish.node_id import NodeId
 from pilotfish.server.logging import configure_logging
-from pilotfish.sources.base import ConfigSource
+from pilotfish.sources.base import ConfigSource, SourceUnavailableError
 from pilotfish.sources.files import FileSource
 from pilotfish.translator.dump import to_yaml, translation_to_data
 from pilotfish.translator.proxy import Proxy
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "translate":
             return _translate(args)
         return _validate(args)
-    except (FileNotFoundError, UsageError) as exc:
+    except (FileNotFoundError, UsageError, SourceUnavailableError) as exc:
         print(f"pilotfish: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

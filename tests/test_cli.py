@@ -244,3 +244,13 @@ def test_the_console_script_runs() -> None:
     assert result.stdout.startswith("usage: pilotfish")
     for command in SUBCOMMAND_FLAGS:
         assert command in result.stdout
+
+
+def test_serve_kubernetes_without_a_kubeconfig_is_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "kubeconfig"
+    ports = ["--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0"]
+    code, out, err = run(capsys, "serve", "--kubernetes", "--kubeconfig", str(missing), *ports)
+    assert code == 2
+    assert f"kubeconfig {missing} does not exist" in err

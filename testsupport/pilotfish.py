@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from pilotfish.server.server import ServeOptions, Server
+from pilotfish.sources.base import ConfigSource
 from pilotfish.sources.files import FileSource
 from testsupport.http import Response, request
 
@@ -23,12 +24,18 @@ T = TypeVar("T")
 
 class InProcessPilotfish:
     def __init__(
-        self, config_dir: Path, *, debounce_quiet: float = 0.05, debounce_max: float = 0.5
+        self,
+        source: Path | ConfigSource,
+        *,
+        debounce_quiet: float = 0.05,
+        debounce_max: float = 0.5,
+        debug_port: int = 0,
     ) -> None:
-        self.config_dir = config_dir
+        """`source`: a config directory, or any ConfigSource (e.g. Kubernetes)."""
+        self.source = FileSource(source) if isinstance(source, Path) else source
         self.options = ServeOptions(
             xds_address="127.0.0.1:0",
-            debug_address="127.0.0.1:0",
+            debug_address=f"127.0.0.1:{debug_port}",
             debounce_quiet=debounce_quiet,
             debounce_max=debounce_max,
         )
@@ -37,14 +44,25 @@ class InProcessPilotfish:
             target=self._loop.run_forever, name="pilotfish", daemon=True
         )
         self.server: Server | None = None
+        self._starting: concurrent.futures.Future[None] | None = None
 
-    def start(self) -> Self:
+    def start(self, wait: bool = True) -> Self:
+        """Start; with wait=False return at once (the server may wait for its source:
+        give a fixed debug_port to watch it become ready) and call `wait_started()`."""
         self._thread.start()
-        self.server = Server(self.options, FileSource(self.config_dir))
-        self.run(self.server.start())
+        self.server = Server(self.options, self.source)
+        self._starting = asyncio.run_coroutine_threadsafe(self.server.start(), self._loop)
+        if wait:
+            self.wait_started()
         return self
 
+    def wait_started(self, timeout: float = 30.0) -> None:
+        assert self._starting is not None, "start() first"
+        self._starting.result(timeout)
+
     def stop(self) -> None:
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()  # still waiting for its source: stop that first
         if self.server is not None:
             self.run(self.server.stop())
         self._loop.call_soon_threadsafe(self._loop.stop)

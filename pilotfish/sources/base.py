@@ -10,6 +10,10 @@ from pilotfish.model.documents import ParsedFile
 from pilotfish.model.errors import ConfigError
 
 
+class SourceUnavailableError(Exception):
+    """The source cannot be set up at all (e.g. no usable kubeconfig): say why and exit."""
+
+
 class ConfigSource(Protocol):
     def describe(self) -> str:
         """One line for logs: where the config comes from."""

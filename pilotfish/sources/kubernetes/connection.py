@@ -20,12 +20,14 @@ from typing import Any
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from pilotfish.sources.base import SourceUnavailableError
+
 # The loaders are not annotated in every library version we accept.
 _load_incluster_config: Callable[..., None] = k8s_config.load_incluster_config
 _load_kube_config: Callable[..., Any] = k8s_config.load_kube_config
 
 
-class KubernetesConfigError(Exception):
+class KubernetesConfigError(SourceUnavailableError):
     """No usable connection settings (no kubeconfig, a broken one, no such context...)."""
 
 
