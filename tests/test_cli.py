@@ -228,7 +228,7 @@ def test_a_missing_config_dir_is_exit_2_with_a_clear_message(
 def test_serve_refuses_kubernetes_flags_with_a_directory(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, out, err = run(
+    code, _out, err = run(
         capsys, "serve", "--config-dir", str(tmp_path), "--write-status", "--namespace", "a"
     )
     assert code == 2
@@ -251,6 +251,6 @@ def test_serve_kubernetes_without_a_kubeconfig_is_exit_2(
 ) -> None:
     missing = tmp_path / "kubeconfig"
     ports = ["--xds-address", "127.0.0.1:0", "--debug-address", "127.0.0.1:0"]
-    code, out, err = run(capsys, "serve", "--kubernetes", "--kubeconfig", str(missing), *ports)
+    code, _out, err = run(capsys, "serve", "--kubernetes", "--kubeconfig", str(missing), *ports)
     assert code == 2
     assert f"kubeconfig {missing} does not exist" in err
