@@ -19,6 +19,8 @@ def build_outbound_clusters(
     clusters, assignments = [], []
     for service in registry.services():
         for port in service.ports:
+            if port_protocol(port) in ("UDP", "SCTP"):
+                continue  # Envoy proxies TCP only (as Istio, no clusters for these)
             name = cluster_name(port.port, service.hostname)
             clusters.append(ir.Cluster(name, http2=port_protocol(port) in HTTP2_PROTOCOLS))
             assignments.append(ir.LoadAssignment(name, registry.endpoints(service, port)))
