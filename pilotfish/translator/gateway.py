@@ -1,142 +1,230 @@
-"""Gateways selecting a router proxy -> IR listeners and route configurations.
+"""Gateways selecting a router proxy -> IR listeners, route configurations and secrets.
 
-Follows Istio: Gateways from any namespace select the proxy by labels; servers are
-grouped by (bind, listener port), the listener port being the targetPort of a Service
-that selects the gateway's pods; VirtualServices bind by `gateways:` and by host
-intersection; several VirtualServices on one host are concatenated in Istio's order.
+Follows Istio. Servers are found and merged per (bind, listener port) in servers.py; then
+each listener gets its filter chains:
+- plaintext HTTP servers share one chain and one route configuration `http.<port>`;
+- each terminated HTTPS server has its own chain (SNI from its hosts, TLS over SDS) and
+  its own route configuration `https.<port>.<port name>.<gateway>.<namespace>`;
+- TLS servers that terminate, and TCP servers, forward to their `tcp:` route;
+- PASSTHROUGH servers get a chain per VirtualService `tls:` match, AUTO_PASSTHROUGH ones
+  a chain per service port.
+A chain whose SNI names another chain of the listener already has is reported and left
+out (Envoy would refuse the whole listener), and only the secrets of the chains kept are
+served.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import cast
 
-from pilotfish.api.networking.v1alpha3 import gateway_pb2 as gw_pb
-from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.configset import ConfigSet
-from pilotfish.model.objects import IstioObject
-from pilotfish.model.references import gateway_refs
+from pilotfish.model.objects import ConfigObject, IstioObject
 from pilotfish.translator import ir
+from pilotfish.translator.auto_passthrough import auto_passthrough_targets
 from pilotfish.translator.diagnostics import Diagnostics
-from pilotfish.translator.hosts import fqdn, intersect, strip_namespace
 from pilotfish.translator.http_routes import RouteContext, build_http_routes
 from pilotfish.translator.proxy import Proxy
-from pilotfish.translator.registry import RegistryService, ServiceRegistry
-
-HTTP_PROTOCOLS = {"HTTP", "HTTP2", "GRPC", "GRPC-WEB"}
-DEFAULT_BIND = "0.0.0.0"
+from pilotfish.translator.registry import ServiceRegistry
+from pilotfish.translator.secrets import Credentials
+from pilotfish.translator.servers import (
+    BoundServer,
+    bound_virtual_services,
+    https_route_name,
+    merge_servers,
+    servers_for,
+)
+from pilotfish.translator.tcp_routes import sni_routes, tcp_route
+from pilotfish.translator.tls import HTTP_ALPN, server_tls
 
 
 @dataclass(frozen=True)
-class BoundServer:
-    """One Gateway server, with the gateway it belongs to and where it listens."""
-
-    gateway: IstioObject
-    index: int
-    server: gw_pb.Server
-    listener_port: int
-
-    @property
-    def gateway_key(self) -> str:
-        return f"{self.gateway.meta.namespace}/{self.gateway.meta.name}"
-
-    @property
-    def path(self) -> str:
-        return f"spec.servers[{self.index}]"
-
-    @property
-    def protocol(self) -> str:
-        return self.server.port.protocol.upper()
-
-    @property
-    def bind(self) -> str:
-        return self.server.bind or DEFAULT_BIND
+class GatewayConfig:
+    listeners: tuple[ir.Listener, ...] = ()
+    route_configs: tuple[ir.RouteConfig, ...] = ()
+    secrets: tuple[ir.SdsSecret, ...] = ()
+    # AUTO_PASSTHROUGH's SNI-DNAT clusters, on top of the registry's.
+    clusters: tuple[ir.Cluster, ...] = ()
+    load_assignments: tuple[ir.LoadAssignment, ...] = ()
 
 
-def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    """An empty selector selects every gateway proxy, as in Istio."""
-    return all(labels.get(k) == v for k, v in selector.items())
+@dataclass(frozen=True)
+class _Chain:
+    """A filter chain to add to a listener, with what comes with it if it is kept."""
+
+    chain: ir.FilterChain
+    owner: ConfigObject  # told when the chain cannot be added
+    path: str
+    what: str  # for the message to whoever later collides with it
+    secrets: tuple[ir.SdsSecret, ...] = ()
+    route_config: ir.RouteConfig | None = None
+    cluster: ir.Cluster | None = None
+    load_assignment: ir.LoadAssignment | None = None
 
 
-def build_gateway_listeners(
+@dataclass
+class _Collected:
+    listeners: list[ir.Listener] = field(default_factory=list)
+    route_configs: list[ir.RouteConfig] = field(default_factory=list)
+    secrets: dict[str, ir.SdsSecret] = field(default_factory=dict)
+    clusters: dict[str, ir.Cluster] = field(default_factory=dict)
+    load_assignments: dict[str, ir.LoadAssignment] = field(default_factory=dict)
+
+
+def build_gateway(
     config: ConfigSet, proxy: Proxy, registry: ServiceRegistry, diag: Diagnostics
-) -> tuple[list[ir.Listener], list[ir.RouteConfig]]:
-    by_listener: dict[tuple[str, int], list[BoundServer]] = defaultdict(list)
-    for server in _servers_for(config, proxy, registry, diag):
-        by_listener[(server.bind, server.listener_port)].append(server)
-
+) -> GatewayConfig:
+    merged = merge_servers(servers_for(config, proxy, registry, diag), diag)
+    credentials = Credentials(config, proxy.namespace, diag)
     virtual_services = config.istio("VirtualService")
-    listeners, route_configs = [], []
-    for (bind, port), servers in sorted(
-        by_listener.items(), key=lambda item: (item[0][1], item[0][0])
-    ):
-        http_servers = [s for s in servers if s.protocol in HTTP_PROTOCOLS]
-        for s in servers:
-            if s.protocol not in HTTP_PROTOCOLS:
-                diag.warning(
-                    s.gateway,
-                    f"{s.path}.port.protocol",
-                    f"protocol {s.server.port.protocol} is not supported yet: server skipped",
+    out = _Collected()
+    for (bind, port), servers in sorted(merged.items(), key=lambda item: (item[0][1], item[0][0])):
+        name = f"{bind}_{port}"
+        if servers[0].kind == "http":
+            route_name = f"http.{port}"
+            chain = ir.HttpFilterChain(route_name, stat_prefix=f"outbound_{name}")
+            out.listeners.append(ir.Listener(name, bind, port, (chain,)))
+            out.route_configs.append(
+                ir.RouteConfig(
+                    route_name, _virtual_hosts(servers, port, virtual_services, registry, diag)
                 )
-        if not http_servers:
-            continue
-        route_name = f"http.{port}"
-        listeners.append(
-            ir.Listener(
-                name=f"{bind}_{port}",
-                address=bind,
-                port=port,
-                chains=(ir.HttpFilterChain(route_name, stat_prefix=f"outbound_{bind}_{port}"),),
             )
-        )
-        route_configs.append(
-            ir.RouteConfig(
-                route_name, _virtual_hosts(http_servers, port, virtual_services, registry, diag)
+            continue
+        candidates = [
+            c
+            for bound in servers
+            for c in _chains(bound, credentials, virtual_services, registry, diag)
+        ]
+        chains = _add_chains(candidates, name, out, diag)
+        if chains:
+            out.listeners.append(ir.Listener(name, bind, port, tuple(chains)))
+    return GatewayConfig(
+        listeners=tuple(out.listeners),
+        route_configs=tuple(out.route_configs),
+        secrets=tuple(out.secrets[k] for k in sorted(out.secrets)),
+        clusters=tuple(out.clusters.values()),
+        load_assignments=tuple(out.load_assignments.values()),
+    )
+
+
+def _add_chains(
+    candidates: list[_Chain], listener: str, out: _Collected, diag: Diagnostics
+) -> list[ir.FilterChain]:
+    """Keep the chains whose SNI names are still free on the listener, in order."""
+    claimed: dict[str, str] = {}  # server name ("" = any) -> what claimed it
+    kept = []
+    for c in candidates:
+        names = c.chain.match.server_names or ("",)
+        taken = [n for n in names if n in claimed]
+        if taken:
+            described = ", ".join(f"{n or 'any SNI'} (by {claimed[n]})" for n in taken)
+            diag.error(
+                c.owner,
+                c.path,
+                f"listener {listener} already routes SNI {described}: Envoy cannot tell "
+                "the two apart: skipped",
             )
+            continue
+        claimed.update(dict.fromkeys(names, c.what))
+        kept.append(c.chain)
+        out.secrets.update((s.name, s) for s in c.secrets)
+        if c.route_config is not None:
+            out.route_configs.append(c.route_config)
+        if c.cluster is not None and c.load_assignment is not None:
+            out.clusters[c.cluster.name] = c.cluster
+            out.load_assignments[c.cluster.name] = c.load_assignment
+    return kept
+
+
+def _chains(
+    bound: BoundServer,
+    credentials: Credentials,
+    virtual_services: list[IstioObject],
+    registry: ServiceRegistry,
+    diag: Diagnostics,
+) -> list[_Chain]:
+    """The filter chains one TLS-based or TCP server asks for."""
+    what = bound.describe()
+    if bound.kind == "https":
+        termination = server_tls(bound, credentials, diag, alpn=HTTP_ALPN)
+        if termination is None:
+            return []
+        route_name = https_route_name(bound)
+        chain = ir.HttpFilterChain(
+            route_name,
+            # Istio's stat prefix: the server's name when it has one.
+            stat_prefix=bound.server.name or f"outbound_{bound.bind}_{bound.listener_port}",
+            match=ir.ChainMatch(bound.sni_names()),
+            tls=termination.tls,
         )
-    return listeners, route_configs
+        vhosts = _virtual_hosts([bound], bound.port_number, virtual_services, registry, diag)
+        return [
+            _Chain(
+                chain,
+                bound.gateway,
+                f"{bound.path}.hosts",
+                what,
+                termination.secrets,
+                ir.RouteConfig(route_name, vhosts),
+            )
+        ]
+    if bound.kind in ("tls", "tcp"):
+        route = tcp_route(bound, virtual_services, registry, diag)
+        if route is None:
+            _nothing_routed(bound, "tcp", diag)
+            return []
+        secrets: tuple[ir.SdsSecret, ...] = ()
+        tls = None
+        if bound.kind == "tls":
+            # No ALPN: what runs inside is not known to be HTTP (Istio offers h2 anyway).
+            termination = server_tls(bound, credentials, diag, alpn=())
+            if termination is None:
+                return []
+            tls, secrets = termination.tls, termination.secrets
+        match = ir.ChainMatch(bound.sni_names() if tls else ())
+        tcp_chain = ir.TcpFilterChain(route.stat_prefix, route.clusters, match, tls)
+        return [_Chain(tcp_chain, bound.gateway, f"{bound.path}.hosts", what, secrets)]
+    if bound.kind == "passthrough":
+        routes = sni_routes(bound, virtual_services, registry, diag)
+        if not routes:
+            _nothing_routed(bound, "tls", diag)
+        return [
+            _Chain(
+                ir.TcpFilterChain(
+                    r.route.stat_prefix, r.route.clusters, ir.ChainMatch(r.server_names)
+                ),
+                r.vs,
+                r.path,
+                f"VirtualService {r.vs.meta.namespace}/{r.vs.meta.name} {r.path}",
+            )
+            for r in routes
+        ]
+    targets = auto_passthrough_targets(bound, registry)
+    if not targets:
+        diag.warning(
+            bound.gateway,
+            f"{bound.path}.hosts",
+            "AUTO_PASSTHROUGH: no service matches these hosts: nothing is served",
+        )
+    return [
+        _Chain(
+            t.chain,
+            bound.gateway,
+            f"{bound.path}.hosts",
+            what,
+            cluster=t.cluster,
+            load_assignment=t.load_assignment,
+        )
+        for t in targets
+    ]
 
 
-def _servers_for(
-    config: ConfigSet, proxy: Proxy, registry: ServiceRegistry, diag: Diagnostics
-) -> list[BoundServer]:
-    # The Services that front this gateway's pods: they map a server port to a pod port.
-    fronting = registry.selecting(proxy.namespace, proxy.labels)
-    found = []
-    for gateway in config.istio("Gateway"):
-        spec = cast(gw_pb.Gateway, gateway.spec)
-        if not selects(spec.selector, proxy.labels):
-            continue
-        for i, server in enumerate(spec.servers):
-            if not server.port.number:
-                diag.error(
-                    gateway, f"spec.servers[{i}].port.number", "a server needs a port number"
-                )
-                continue
-            if not server.hosts:
-                diag.error(gateway, f"spec.servers[{i}].hosts", "a server needs at least one host")
-                continue
-            port = server.port.number
-            found.append(BoundServer(gateway, i, server, _listener_port(port, fronting, registry)))
-    return found
-
-
-def _listener_port(
-    server_port: int, fronting: list[RegistryService], registry: ServiceRegistry
-) -> int:
-    for service in fronting:
-        port = service.port(server_port)
-        if port is None:
-            continue
-        if isinstance(port.target_port, int) and port.target_port:
-            return port.target_port
-        if isinstance(port.target_port, str):
-            resolved = registry.named_target_port(service, port)
-            if resolved:
-                return resolved
-    return server_port
+def _nothing_routed(bound: BoundServer, rule_kind: str, diag: Diagnostics) -> None:
+    diag.warning(
+        bound.gateway,
+        bound.path,
+        f"no VirtualService bound to this server has a `{rule_kind}:` rule for port "
+        f"{bound.port_number}: nothing is served on it",
+    )
 
 
 @dataclass
@@ -150,59 +238,36 @@ class _VirtualHostBuilder:
 
 def _virtual_hosts(
     servers: list[BoundServer],
-    listener_port: int,
+    blackhole_port: int,
     virtual_services: list[IstioObject],
     registry: ServiceRegistry,
     diag: Diagnostics,
 ) -> tuple[ir.VirtualHost, ...]:
     vhosts: dict[str, _VirtualHostBuilder] = {}
     for bound in servers:
-        server_hosts = _server_hosts(bound)
-        for vs in virtual_services:
-            spec = cast(vs_pb.VirtualService, vs.spec)
-            if bound.gateway_key not in gateway_refs(list(spec.gateways), vs.meta.namespace):
-                continue
-            hostnames = _bound_hosts(server_hosts, vs, spec)
-            if not hostnames:
-                continue
-            ctx = RouteContext(gateway=bound.gateway_key, port=bound.server.port.number)
+        redirect = bound.server.tls.https_redirect
+        for vs, hostnames in bound_virtual_services(bound, virtual_services):
+            ctx = RouteContext(gateway=bound.gateway_key, port=bound.port_number)
             routes = build_http_routes(vs, ctx, registry, diag)
-            redirect = bound.server.tls.https_redirect
             for hostname in hostnames:
-                name = f"{hostname}:{bound.server.port.number}"
+                name = f"{hostname}:{bound.port_number}"
                 vhost = vhosts.setdefault(name, _VirtualHostBuilder(name, hostname, redirect))
+                vhost.require_tls |= redirect
                 _append_routes(vhost, routes, vs, diag)
+        if redirect:
+            # As Istio: every host of a redirecting server redirects, routed or not.
+            for _, hostname in bound.hosts():
+                name = f"{hostname}:{bound.port_number}"
+                vhosts.setdefault(
+                    name, _VirtualHostBuilder(name, hostname, True)
+                ).require_tls = True
     if not vhosts:
         # Nothing bound: Envoy answers 404 to everything on this port.
-        return (ir.VirtualHost(f"blackhole:{listener_port}", ("*",), ()),)
+        return (ir.VirtualHost(f"blackhole:{blackhole_port}", ("*",), ()),)
     return tuple(
         ir.VirtualHost(v.name, (v.domain,), tuple(v.routes), require_tls=v.require_tls)
         for v in sorted(vhosts.values(), key=lambda v: v.name)
     )
-
-
-def _server_hosts(bound: BoundServer) -> list[tuple[str | None, str]]:
-    """(namespace restriction, host) for each server host; `./h` is the Gateway's namespace."""
-    hosts = []
-    for raw in bound.server.hosts:
-        ns, host = strip_namespace(raw)
-        hosts.append((bound.gateway.meta.namespace if ns == "." else ns, host))
-    return hosts
-
-
-def _bound_hosts(
-    server_hosts: list[tuple[str | None, str]], vs: IstioObject, spec: vs_pb.VirtualService
-) -> list[str]:
-    found = set()
-    for vs_host in spec.hosts:
-        vs_fqdn = fqdn(vs_host, vs.meta.namespace)
-        for ns, server_host in server_hosts:
-            if ns is not None and ns != vs.meta.namespace:
-                continue
-            hit = intersect(server_host, vs_fqdn)
-            if hit is not None:
-                found.add(hit)
-    return sorted(found)
 
 
 def _append_routes(

@@ -7,7 +7,7 @@ by the builders in translator/envoy/. Durations are whole milliseconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 StringMatchKind = Literal["exact", "prefix", "regex", "present"]
@@ -82,12 +82,84 @@ class RouteConfig:
     virtual_hosts: tuple[VirtualHost, ...]
 
 
+TlsVersion = Literal["TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"]
+SanType = Literal["DNS", "URI", "EMAIL", "IP_ADDRESS"]
+
+
+@dataclass(frozen=True)
+class TlsParams:
+    """Protocol versions and cipher suites; unset ones keep Envoy's defaults."""
+
+    min_version: TlsVersion = "TLS_AUTO"
+    max_version: TlsVersion = "TLS_AUTO"
+    cipher_suites: tuple[str, ...] = ()
+
+    @property
+    def is_default(self) -> bool:
+        return self == TlsParams()
+
+
+@dataclass(frozen=True)
+class SanMatch:
+    type: SanType
+    value: str  # matched exactly
+
+
+@dataclass(frozen=True)
+class ClientValidation:
+    """How a terminating server checks client certificates (MUTUAL, OPTIONAL_MUTUAL)."""
+
+    ca_secret: str  # SDS name of the trusted CA (and CRL), e.g. kubernetes://cred-cacert
+    required: bool  # MUTUAL: no certificate, no connection; OPTIONAL_MUTUAL: checked if sent
+    subject_alt_names: tuple[SanMatch, ...] = ()
+    spki: tuple[str, ...] = ()
+    hashes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DownstreamTls:
+    """TLS termination on a filter chain: certificates fetched over SDS."""
+
+    certificate_secrets: tuple[str, ...]  # SDS names, e.g. kubernetes://cred
+    alpn: tuple[str, ...] = ()
+    params: TlsParams = TlsParams()
+    client: ClientValidation | None = None
+
+    @property
+    def secret_names(self) -> tuple[str, ...]:
+        ca = (self.client.ca_secret,) if self.client else ()
+        return (*self.certificate_secrets, *ca)
+
+
+@dataclass(frozen=True)
+class ChainMatch:
+    """What selects a filter chain: SNI names (none: any, or no SNI at all)."""
+
+    server_names: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class HttpFilterChain:
-    """Plain HTTP (HTTP, HTTP2, GRPC servers): one HCM fetching its routes over RDS."""
+    """HTTP servers (one chain per port, plaintext) and terminated HTTPS servers (one chain
+    per server): an HCM fetching its routes over RDS."""
 
     route_config_name: str
     stat_prefix: str
+    match: ChainMatch = ChainMatch()
+    tls: DownstreamTls | None = None
+
+
+@dataclass(frozen=True)
+class TcpFilterChain:
+    """TCP servers, TLS passthrough and terminated TLS servers: bytes to a cluster."""
+
+    stat_prefix: str
+    clusters: tuple[WeightedCluster, ...]
+    match: ChainMatch = ChainMatch()
+    tls: DownstreamTls | None = None
+
+
+FilterChain = HttpFilterChain | TcpFilterChain
 
 
 @dataclass(frozen=True)
@@ -95,7 +167,33 @@ class Listener:
     name: str
     address: str
     port: int
-    chains: tuple[HttpFilterChain, ...]
+    chains: tuple[FilterChain, ...]
+
+    @property
+    def inspects_tls(self) -> bool:
+        """tls_inspector is needed (only) for chains that match on SNI."""
+        return any(c.match.server_names for c in self.chains)
+
+
+@dataclass(frozen=True)
+class CertificateSecret:
+    """An SDS certificate and key. Never printed: repr leaves the bytes out."""
+
+    name: str
+    certificate_chain: bytes = field(repr=False)
+    private_key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ValidationSecret:
+    """An SDS validation context: the CA bundle (and CRL) client certificates are checked with."""
+
+    name: str
+    trusted_ca: bytes = field(repr=False)
+    crl: bytes = field(default=b"", repr=False)
+
+
+SdsSecret = CertificateSecret | ValidationSecret
 
 
 @dataclass(frozen=True)
@@ -126,3 +224,4 @@ class ProxyConfig:
     route_configs: tuple[RouteConfig, ...] = ()
     clusters: tuple[Cluster, ...] = ()
     load_assignments: tuple[LoadAssignment, ...] = ()
+    secrets: tuple[SdsSecret, ...] = ()

@@ -22,7 +22,8 @@ from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.envoy import cluster as cluster_builder
 from pilotfish.translator.envoy import listener as listener_builder
 from pilotfish.translator.envoy import route as route_builder
-from pilotfish.translator.gateway import build_gateway_listeners
+from pilotfish.translator.envoy import tls as tls_builder
+from pilotfish.translator.gateway import build_gateway
 from pilotfish.translator.proxy import ROUTER, Proxy
 from pilotfish.translator.registry import ServiceRegistry
 
@@ -49,7 +50,7 @@ def translate(config: ConfigSet, proxy: Proxy) -> Translation:
         routes=tuple(route_builder.route_configuration(x) for x in proxy_config.route_configs),
         clusters=tuple(cluster_builder.cluster(x) for x in proxy_config.clusters),
         endpoints=tuple(cluster_builder.load_assignment(x) for x in proxy_config.load_assignments),
-        secrets=(),
+        secrets=tuple(tls_builder.secret(x) for x in proxy_config.secrets),
         status=diag.sorted(),
     )
 
@@ -59,11 +60,12 @@ def build_ir(config: ConfigSet, proxy: Proxy, diag: Diagnostics) -> ir.ProxyConf
         # Sidecar translation is a later issue: an empty, valid config until then.
         return ir.ProxyConfig()
     registry = ServiceRegistry(config)
-    listeners, route_configs = build_gateway_listeners(config, proxy, registry, diag)
+    gateway = build_gateway(config, proxy, registry, diag)
     clusters, assignments = build_outbound_clusters(registry)
     return ir.ProxyConfig(
-        listeners=tuple(listeners),
-        route_configs=tuple(route_configs),
-        clusters=tuple(clusters),
-        load_assignments=tuple(assignments),
+        listeners=gateway.listeners,
+        route_configs=gateway.route_configs,
+        clusters=(*clusters, *gateway.clusters),
+        load_assignments=(*assignments, *gateway.load_assignments),
+        secrets=gateway.secrets,
     )

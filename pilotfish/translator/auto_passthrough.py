@@ -1,0 +1,64 @@
+"""AUTO_PASSTHROUGH servers: TLS forwarded by an SNI that names the destination itself.
+
+As Istio: a client (typically a sidecar in another network) sets the SNI to
+`outbound_.<port>_.<subset>_.<fqdn>`; the gateway has one chain per service port its
+server hosts cover, matching that name, and a TCP proxy to a cluster of the same name
+(Istio's "SNI-DNAT" clusters), which has the service port's endpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pilotfish.model.objects import ServicePort
+from pilotfish.translator import ir
+from pilotfish.translator.hosts import matches
+from pilotfish.translator.registry import RegistryService, ServiceRegistry, port_protocol
+from pilotfish.translator.servers import BoundServer
+
+
+def sni_dnat_name(port: int, hostname: str, subset: str = "") -> str:
+    return f"outbound_.{port}_.{subset}_.{hostname}"
+
+
+@dataclass(frozen=True)
+class Target:
+    chain: ir.TcpFilterChain
+    cluster: ir.Cluster
+    load_assignment: ir.LoadAssignment
+
+
+def auto_passthrough_targets(bound: BoundServer, registry: ServiceRegistry) -> list[Target]:
+    """A chain and an SNI-DNAT cluster per service port the server's hosts cover.
+
+    Subsets (`outbound_.<port>_.<subset>_.<fqdn>`) come with DestinationRule subsets, a
+    later issue; until then only the service itself is reachable.
+    """
+    targets = []
+    for service in registry.services():
+        if not _covered(bound, service):
+            continue
+        for port in service.ports:
+            if port_protocol(port) == "UDP":
+                continue
+            targets.append(_target(service, port, registry))
+    return targets
+
+
+def _covered(bound: BoundServer, service: RegistryService) -> bool:
+    return any(
+        (ns is None or ns == service.namespace) and matches(host, service.hostname)
+        for ns, host in bound.hosts()
+    )
+
+
+def _target(service: RegistryService, port: ServicePort, registry: ServiceRegistry) -> Target:
+    name = sni_dnat_name(port.port, service.hostname)
+    cluster = ir.WeightedCluster(name, 0)
+    return Target(
+        chain=ir.TcpFilterChain(
+            stat_prefix=name, clusters=(cluster,), match=ir.ChainMatch(server_names=(name,))
+        ),
+        cluster=ir.Cluster(name),
+        load_assignment=ir.LoadAssignment(name, registry.endpoints(service, port)),
+    )

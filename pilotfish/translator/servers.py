@@ -1,0 +1,299 @@
+"""Gateway servers: which select the proxy, what each one is, and which may share a port.
+
+Follows Istio: Gateways from any namespace select the proxy by labels, in Istio's order
+(creation time, name); each server listens on the targetPort of a Service that selects
+the gateway's pods (else its own port). Servers on one (bind, port) are merged the way
+Istio's MergeGateways does, and a server that cannot join the ones before it is left out
+and reported, so Envoy never gets two filter chains with the same match.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from pilotfish.api.networking.v1alpha3 import gateway_pb2 as gw_pb
+from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
+from pilotfish.model.configset import ConfigSet
+from pilotfish.model.objects import IstioObject
+from pilotfish.model.references import gateway_refs
+from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.hosts import fqdn, intersect, strip_namespace
+from pilotfish.translator.proxy import Proxy
+from pilotfish.translator.registry import RegistryService, ServiceRegistry
+
+HTTP_PROTOCOLS = {"HTTP", "HTTP2", "GRPC", "GRPC-WEB"}
+DEFAULT_BIND = "0.0.0.0"
+TLS = gw_pb.ServerTLSSettings
+
+# http: plaintext HTTP family (one shared chain per port); https: TLS terminated, then
+# HTTP; tls: TLS terminated, then TCP; passthrough / auto_passthrough: TLS forwarded by
+# SNI; tcp: opaque TCP.
+ServerKind = Literal["http", "https", "tls", "passthrough", "auto_passthrough", "tcp"]
+TERMINATING_MODES = {TLS.SIMPLE, TLS.MUTUAL, TLS.OPTIONAL_MUTUAL}
+
+
+@dataclass(frozen=True)
+class BoundServer:
+    """One Gateway server, with the gateway it belongs to, where it listens, and its kind."""
+
+    gateway: IstioObject
+    index: int
+    server: gw_pb.Server
+    listener_port: int
+    kind: ServerKind = "http"
+
+    @property
+    def gateway_key(self) -> str:
+        return f"{self.gateway.meta.namespace}/{self.gateway.meta.name}"
+
+    @property
+    def path(self) -> str:
+        return f"spec.servers[{self.index}]"
+
+    @property
+    def protocol(self) -> str:
+        return self.server.port.protocol.upper()
+
+    @property
+    def bind(self) -> str:
+        return self.server.bind or DEFAULT_BIND
+
+    @property
+    def port_number(self) -> int:
+        """The port the Gateway declares (names use it; Envoy listens on listener_port)."""
+        return self.server.port.number
+
+    def describe(self) -> str:
+        return f"{self.protocol} server {self.path} of Gateway {self.gateway_key}"
+
+    def where(self) -> str:
+        """The port as the user wrote it, and the listener when that differs."""
+        listener = f"{self.bind}_{self.listener_port}"
+        if self.listener_port == self.port_number:
+            return f"port {self.port_number}"
+        return f"port {self.port_number} (listener {listener})"
+
+    def hosts(self) -> list[tuple[str | None, str]]:
+        """(namespace restriction, host) per server host; `./h` is the Gateway's namespace."""
+        found = []
+        for raw in self.server.hosts:
+            ns, host = strip_namespace(raw)
+            found.append((self.gateway.meta.namespace if ns == "." else ns, host))
+        return found
+
+    def sni_names(self) -> tuple[str, ...]:
+        """SNI names a terminating server matches: none (any) when `*` is a host."""
+        names = sorted({host for _, host in self.hosts()})
+        return () if "*" in names else tuple(names)
+
+
+def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """An empty selector selects every gateway proxy, as in Istio."""
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def servers_for(
+    config: ConfigSet, proxy: Proxy, registry: ServiceRegistry, diag: Diagnostics
+) -> list[BoundServer]:
+    """Every usable server of the Gateways selecting `proxy`, in Istio's order."""
+    # The Services that front this gateway's pods: they map a server port to a pod port.
+    fronting = registry.selecting(proxy.namespace, proxy.labels)
+    found = []
+    for gateway in config.istio("Gateway"):
+        spec = cast(gw_pb.Gateway, gateway.spec)
+        if not selects(spec.selector, proxy.labels):
+            continue
+        for i, server in enumerate(spec.servers):
+            if not server.port.number:
+                diag.error(
+                    gateway, f"spec.servers[{i}].port.number", "a server needs a port number"
+                )
+                continue
+            if not server.hosts:
+                diag.error(gateway, f"spec.servers[{i}].hosts", "a server needs at least one host")
+                continue
+            kind = _kind(gateway, i, server, diag)
+            if kind is None:
+                continue
+            port = _listener_port(server.port.number, fronting, registry)
+            found.append(BoundServer(gateway, i, server, port, kind))
+    return found
+
+
+def _kind(
+    gateway: IstioObject, index: int, server: gw_pb.Server, diag: Diagnostics
+) -> ServerKind | None:
+    """What the server does, as Istio reads protocol and tls together; None if unusable."""
+    path = f"spec.servers[{index}]"
+    protocol = server.port.protocol.upper()
+    has_tls = server.HasField("tls")
+    tls = server.tls
+    if protocol in HTTP_PROTOCOLS:
+        if has_tls and (tls.credential_name or tls.credential_names or tls.mode != TLS.PASSTHROUGH):
+            diag.warning(
+                gateway,
+                f"{path}.tls",
+                f"a {protocol} server is plaintext: only tls.httpsRedirect applies, "
+                "the rest is ignored (use protocol HTTPS to terminate TLS)",
+            )
+        return "http"
+    if protocol not in ("HTTPS", "TLS", "TCP"):
+        diag.warning(
+            gateway,
+            f"{path}.port.protocol",
+            f"protocol {server.port.protocol} is not supported yet: server skipped",
+        )
+        return None
+    if not has_tls:
+        if protocol == "TCP":
+            return "tcp"
+        diag.error(gateway, f"{path}.tls", f"a {protocol} server needs tls settings: skipped")
+        return None
+    if tls.mode == TLS.PASSTHROUGH:
+        if tls.credential_name or tls.credential_names:
+            diag.warning(
+                gateway,
+                f"{path}.tls.mode",
+                "mode is PASSTHROUGH (the default): the credential is not used; "
+                "set mode SIMPLE to terminate TLS",
+            )
+        return "passthrough"
+    if tls.mode == TLS.AUTO_PASSTHROUGH:
+        return "auto_passthrough"
+    if tls.mode not in TERMINATING_MODES:
+        diag.error(
+            gateway,
+            f"{path}.tls.mode",
+            f"mode {TLS.TLSmode.Name(tls.mode)} needs the mesh's own certificates, "
+            "which pilotfish does not issue: server skipped",
+        )
+        return None
+    # Istio terminates a TCP server that has tls settings, as a TLS one.
+    return "https" if protocol == "HTTPS" else "tls"
+
+
+def _listener_port(
+    server_port: int, fronting: list[RegistryService], registry: ServiceRegistry
+) -> int:
+    for service in fronting:
+        port = service.port(server_port)
+        if port is None:
+            continue
+        if isinstance(port.target_port, int) and port.target_port:
+            return port.target_port
+        if isinstance(port.target_port, str):
+            resolved = registry.named_target_port(service, port)
+            if resolved:
+                return resolved
+    return server_port
+
+
+Category = Literal["http", "tcp", "tls"]
+
+
+def _category(kind: ServerKind) -> Category:
+    if kind == "http":
+        return "http"
+    if kind == "tcp":
+        return "tcp"
+    return "tls"
+
+
+def merge_servers(
+    servers: list[BoundServer], diag: Diagnostics
+) -> dict[tuple[str, int], list[BoundServer]]:
+    """Servers grouped by (bind, listener port), keeping only those that can share it.
+
+    As Istio: plaintext HTTP servers share a port with each other only; a TCP server with
+    nothing; TLS-based servers (HTTPS, TLS, passthrough) with each other, told apart by
+    SNI, so one host may appear once per port, and HTTPS servers need distinct route
+    names. The first server wins; a later one that conflicts is reported and left out.
+    """
+    merged: dict[tuple[str, int], list[BoundServer]] = defaultdict(list)
+    tls_hosts: dict[tuple[str, int], dict[str, BoundServer]] = defaultdict(dict)
+    route_names: set[str] = set()
+    for bound in servers:
+        key = (bound.bind, bound.listener_port)
+        first = merged[key][0] if merged[key] else None
+        category = _category(bound.kind)
+        if first is not None and (category != _category(first.kind) or category == "tcp"):
+            why = (
+                "a TCP server needs a port of its own"
+                if "tcp" in (category, _category(first.kind))
+                else f"{bound.protocol} and {first.protocol} servers cannot share a port"
+            )
+            diag.error(
+                bound.gateway,
+                f"{bound.path}.port",
+                f"{bound.where()} is already used by the {first.describe()}: {why}: server skipped",
+            )
+            continue
+        if category == "tls":
+            claimed = tls_hosts[key]
+            duplicates = sorted({h for _, h in bound.hosts()} & claimed.keys())
+            if duplicates:
+                owners = ", ".join(f"{h} by the {claimed[h].describe()}" for h in duplicates)
+                diag.error(
+                    bound.gateway,
+                    f"{bound.path}.hosts",
+                    f"TLS on {bound.where()} already serves {owners}; "
+                    "SNI cannot tell two servers apart: server skipped",
+                )
+                continue
+        if bound.kind == "https":
+            route = https_route_name(bound)
+            if route in route_names:
+                diag.error(
+                    bound.gateway,
+                    f"{bound.path}.port.name",
+                    f"another HTTPS server of this Gateway on port {bound.port_number} has "
+                    f"the port name {bound.server.port.name!r}: each needs its own "
+                    "(it names the route configuration): server skipped",
+                )
+                continue
+            route_names.add(route)
+        if category == "tls":
+            for _, host in bound.hosts():
+                tls_hosts[key][host] = bound
+        merged[key].append(bound)
+    return {k: v for k, v in merged.items() if v}
+
+
+def https_route_name(bound: BoundServer) -> str:
+    """Istio's RDS name for a terminated HTTPS server: one per server, its vhosts only."""
+    gw = bound.gateway.meta
+    return f"https.{bound.port_number}.{bound.server.port.name}.{gw.name}.{gw.namespace}"
+
+
+def bound_virtual_services(
+    bound: BoundServer, virtual_services: list[IstioObject]
+) -> list[tuple[IstioObject, list[str]]]:
+    """VirtualServices bound to the server by `gateways:` and by host, with the hosts."""
+    found = []
+    server_hosts = bound.hosts()
+    for vs in virtual_services:
+        spec = cast(vs_pb.VirtualService, vs.spec)
+        if bound.gateway_key not in gateway_refs(list(spec.gateways), vs.meta.namespace):
+            continue
+        hosts = _intersecting_hosts(server_hosts, vs, spec)
+        if hosts:
+            found.append((vs, hosts))
+    return found
+
+
+def _intersecting_hosts(
+    server_hosts: list[tuple[str | None, str]], vs: IstioObject, spec: vs_pb.VirtualService
+) -> list[str]:
+    found = set()
+    for vs_host in spec.hosts:
+        vs_fqdn = fqdn(vs_host, vs.meta.namespace)
+        for ns, server_host in server_hosts:
+            if ns is not None and ns != vs.meta.namespace:
+                continue
+            hit = intersect(server_host, vs_fqdn)
+            if hit is not None:
+                found.add(hit)
+    return sorted(found)
