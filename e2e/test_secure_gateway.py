@@ -307,6 +307,9 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(world: World) -> None
     pki = world.pki
     signed = client_context(pki.ca.cert_pem, client=pki.client)
     assert world.wait_https("mtls.example.com", "/status/418", 418, signed).status == 418
+    # The backend learns who the client is, as behind Istio's gateway.
+    echoed = world.https("mtls.example.com", "/delay/0", signed).json()["headers"]
+    assert 'Subject="CN=client.example.com"' in echoed["X-Forwarded-Client-Cert"]
     stats = f"listener.0.0.0.0_{world.ports.https}.ssl"
     # With TLS 1.3 the client's handshake completes before the server checks its
     # certificate: the refusal shows on the first read. Envoy's counters say why.

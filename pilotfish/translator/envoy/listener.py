@@ -81,6 +81,20 @@ def tcp_proxy(chain: ir.TcpFilterChain) -> tcp_proxy_pb2.TcpProxy:
 
 
 def http_connection_manager(chain: ir.HttpFilterChain) -> hcm_pb.HttpConnectionManager:
+    manager = _http_connection_manager(chain)
+    if chain.tls is not None:
+        # As Istio's gateways: the backend learns who the (mutual TLS) client was from
+        # x-forwarded-client-cert, set here and never taken from the client.
+        manager.forward_client_cert_details = hcm_pb.HttpConnectionManager.SANITIZE_SET
+        manager.set_current_client_cert_details.CopyFrom(
+            hcm_pb.HttpConnectionManager.SetCurrentClientCertDetails(
+                subject=BoolValue(value=True), cert=True, dns=True, uri=True
+            )
+        )
+    return manager
+
+
+def _http_connection_manager(chain: ir.HttpFilterChain) -> hcm_pb.HttpConnectionManager:
     return hcm_pb.HttpConnectionManager(
         stat_prefix=chain.stat_prefix,
         codec_type=hcm_pb.HttpConnectionManager.AUTO,  # HTTP/1.1 and h2c (HTTP2, GRPC servers)
