@@ -68,6 +68,7 @@ class ControlPlane:
         self._proxies[proxy.id] = proxy
         log.info("proxy connected", proxy=proxy.id, type=proxy.type, labels=dict(proxy.labels))
         self._update(proxy)
+        self._report_status()  # problems only this proxy's translation finds are news now
 
     async def on_disconnect(self, node: base_pb2.Node) -> None:
         if any(n.id == node.id for n in self.ads.connected_nodes()):

@@ -14,9 +14,13 @@ from pilotfish.translator.registry import ServiceRegistry
 from pilotfish.translator.translate import translate
 
 
+DEFAULT_GATEWAY_NAMESPACE = "istio-system"
+
+
 def implied_gateway_proxies(config: ConfigSet) -> list[Proxy]:
     """One router per distinct Gateway selector, in the namespace of a Service that
-    selects those labels (where Istio's gateway pods would run), else the Gateway's."""
+    selects those labels (where the gateway pods run), else `istio-system`, where Istio
+    installs its gateways (a Gateway itself often lives in `default`)."""
     registry = ServiceRegistry(config)
     proxies: dict[tuple[str, tuple[tuple[str, str], ...]], Proxy] = {}
     for gateway in config.istio("Gateway"):
@@ -26,7 +30,7 @@ def implied_gateway_proxies(config: ConfigSet) -> list[Proxy]:
             for s in registry.services()
             if s.service.selector and all(labels.get(k) == v for k, v in s.service.selector.items())
         ]
-        namespace = fronting[0].namespace if fronting else gateway.meta.namespace
+        namespace = fronting[0].namespace if fronting else DEFAULT_GATEWAY_NAMESPACE
         key = (namespace, tuple(sorted(labels.items())))
         if key not in proxies:
             node_id = str(NodeId.for_pod("router", "127.0.0.1", "validate", namespace))
