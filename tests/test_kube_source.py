@@ -256,6 +256,10 @@ def test_initial_sync_of_every_kind(kube: FakeKube, tmp_path: Path) -> None:
             assert config.get("VirtualService", "default", "web") is not None
             assert config.secret("istio-system", "cert") is not None
             assert config.get("IngressClass", "", "istio") is not None
+            # Synced means listed; the watch that follows is made a moment later.
+            await wait_until_async(
+                lambda: kube.requests(VS_PATH, watch=True), message="no watch after the list"
+            )
 
     run(scenario())
     # Discovery found only v1beta1 served, and the watches use it.
