@@ -13,7 +13,6 @@ from pilotfish.translator.proxy import Proxy
 from pilotfish.translator.registry import ServiceRegistry
 from pilotfish.translator.translate import translate
 
-
 DEFAULT_GATEWAY_NAMESPACE = "istio-system"
 
 
