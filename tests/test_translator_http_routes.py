@@ -392,19 +392,6 @@ def test_a_rule_without_destinations_is_an_error() -> None:
     assert located(problems) == [("error", "spec.http[0].route")]
 
 
-def test_fields_not_supported_yet_are_warned_about() -> None:
-    routes, problems = translate_vs(
-        f"""\
-  - headers: {{request: {{set: {{x: y}}}}}}
-    {ROUTE}
-"""
-    )
-    assert len(routes) == 1
-    assert [(p.severity, p.field, p.message) for p in problems] == [
-        ("warning", "spec.http[0].headers", "not supported yet: ignored")
-    ]
-
-
 # --- timeouts and retries ---------------------------------------------------------------
 
 

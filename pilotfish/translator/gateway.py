@@ -15,7 +15,7 @@ served.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pilotfish.model.configset import ConfigSet
 from pilotfish.model.objects import ConfigObject, IstioObject
@@ -76,23 +76,30 @@ def build_gateway(
     merged = merge_servers(servers_for(config, proxy, registry, diag), diag)
     credentials = Credentials(config, proxy.namespace, diag)
     virtual_services = config.istio("VirtualService")
+    by_name = {(v.meta.namespace, v.meta.name): v for v in virtual_services}
+    template = RouteContext(
+        gateway="",
+        port=0,
+        proxy_namespace=proxy.namespace,
+        proxy_labels=proxy.labels,
+        delegates=lambda namespace, name: by_name.get((namespace, name)),
+    )
     out = _Collected()
     for (bind, port), servers in sorted(merged.items(), key=lambda item: (item[0][1], item[0][0])):
         name = f"{bind}_{port}"
         if servers[0].kind == "http":
             route_name = f"http.{port}"
-            chain = ir.HttpFilterChain(route_name, stat_prefix=f"outbound_{name}")
-            out.listeners.append(ir.Listener(name, bind, port, (chain,)))
-            out.route_configs.append(
-                ir.RouteConfig(
-                    route_name, _virtual_hosts(servers, port, virtual_services, registry, diag)
-                )
+            vhosts = _virtual_hosts(servers, port, virtual_services, registry, diag, template)
+            chain = ir.HttpFilterChain(
+                route_name, stat_prefix=f"outbound_{name}", http_filters=_filters_for(vhosts)
             )
+            out.listeners.append(ir.Listener(name, bind, port, (chain,)))
+            out.route_configs.append(ir.RouteConfig(route_name, vhosts))
             continue
         candidates = [
             c
             for bound in servers
-            for c in _chains(bound, credentials, virtual_services, registry, diag)
+            for c in _chains(bound, credentials, virtual_services, registry, diag, template)
         ]
         chains = _add_chains(candidates, name, out, diag)
         if chains:
@@ -135,12 +142,26 @@ def _add_chains(
     return kept
 
 
+def _filters_for(vhosts: tuple[ir.VirtualHost, ...]) -> tuple[str, ...]:
+    """The HTTP filters some route of these virtual hosts configures."""
+    routes = [r for v in vhosts for r in v.routes]
+    return tuple(
+        name
+        for name, used in (
+            ("fault", any(r.fault for r in routes)),
+            ("cors", any(r.cors for r in routes)),
+        )
+        if used
+    )
+
+
 def _chains(
     bound: BoundServer,
     credentials: Credentials,
     virtual_services: list[IstioObject],
     registry: ServiceRegistry,
     diag: Diagnostics,
+    template: RouteContext,
 ) -> list[_Chain]:
     """The filter chains one TLS-based or TCP server asks for."""
     what = bound.describe()
@@ -149,14 +170,17 @@ def _chains(
         if termination is None:
             return []
         route_name = https_route_name(bound)
+        vhosts = _virtual_hosts(
+            [bound], bound.port_number, virtual_services, registry, diag, template
+        )
         chain = ir.HttpFilterChain(
             route_name,
             # Istio's stat prefix: the server's name when it has one.
             stat_prefix=bound.server.name or f"outbound_{bound.bind}_{bound.listener_port}",
             match=ir.ChainMatch(bound.sni_names()),
             tls=termination.tls,
+            http_filters=_filters_for(vhosts),
         )
-        vhosts = _virtual_hosts([bound], bound.port_number, virtual_services, registry, diag)
         return [
             _Chain(
                 chain,
@@ -242,12 +266,13 @@ def _virtual_hosts(
     virtual_services: list[IstioObject],
     registry: ServiceRegistry,
     diag: Diagnostics,
+    template: RouteContext,
 ) -> tuple[ir.VirtualHost, ...]:
     vhosts: dict[str, _VirtualHostBuilder] = {}
     for bound in servers:
         redirect = bound.server.tls.https_redirect
         for vs, hostnames in bound_virtual_services(bound, virtual_services):
-            ctx = RouteContext(gateway=bound.gateway_key, port=bound.port_number)
+            ctx = replace(template, gateway=bound.gateway_key, port=bound.port_number)
             routes = build_http_routes(vs, ctx, registry, diag)
             for hostname in hostnames:
                 name = f"{hostname}:{bound.port_number}"

@@ -7,7 +7,8 @@ order (first match wins), a rule with no match is a catch-all and ends the list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 from google.protobuf.duration_pb2 import Duration
@@ -16,7 +17,8 @@ from google.protobuf.message import Message
 from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.objects import IstioObject
 from pilotfish.model.references import resolve_gateway_ref
-from pilotfish.translator import ir
+from pilotfish.translator import http_actions, ir
+from pilotfish.translator.delegation import Lookup, expand
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.hosts import fqdn
 from pilotfish.translator.regex import regex_error
@@ -30,60 +32,57 @@ DEFAULT_RETRY = ir.RetryPolicy(
 )
 
 # HTTPRoute fields a later issue implements: said out loud rather than silently dropped.
-_NOT_YET = (
-    "redirect",
-    "direct_response",
-    "delegate",
-    "rewrite",
-    "fault",
-    "mirror",
-    "mirrors",
-    "cors_policy",
-    "headers",
-)
+_NOT_YET: tuple[str, ...] = ()
+
+# Set on the VirtualServices made from Kubernetes Ingresses (as Istio marks them): their
+# prefixes match whole path elements, as the Ingress API says.
+ROUTE_SEMANTICS = "internal.istio.io/route-semantics"
+
+
+def _no_delegates(namespace: str, name: str) -> IstioObject | None:
+    return None
 
 
 @dataclass(frozen=True)
 class RouteContext:
-    """Where the routes are generated: a gateway (`ns/name`) or `mesh`, on a server port."""
+    """Where the routes are generated: a gateway (`ns/name`) or `mesh`, on a server port,
+    for a proxy (its labels and namespace decide `sourceLabels`/`sourceNamespace`)."""
 
     gateway: str
     port: int
+    proxy_namespace: str = ""
+    proxy_labels: Mapping[str, str] = field(default_factory=dict)
+    delegates: Lookup = _no_delegates  # finds the VirtualServices `delegate` names
 
 
 def build_http_routes(
     vs: IstioObject, ctx: RouteContext, registry: ServiceRegistry, diag: Diagnostics
 ) -> list[ir.Route]:
-    spec = cast(vs_pb.VirtualService, vs.spec)
     routes: list[ir.Route] = []
-    for r, rule in enumerate(spec.http):
-        path = f"spec.http[{r}]"
+    separated = vs.meta.annotations.get(ROUTE_SEMANTICS) == "ingress"
+    for entry in expand(vs, ctx.delegates, diag):
+        # A delegate's rules are reported on, and resolve hosts in, the delegate.
+        owner, rule, path = entry.owner, entry.rule, entry.path
         for field_name in _NOT_YET:
             if _is_set(rule, field_name):
-                diag.warning(vs, f"{path}.{_json_name(field_name)}", "not supported yet: ignored")
-        if not rule.route:
-            diag.error(vs, f"{path}.route", "the rule has no route destinations: skipped")
-            continue
-        clusters = _destinations(vs, rule, path, registry, diag)
-        if not clusters:
-            continue
-        matches = [(m, match) for m, match in enumerate(rule.match) if _applies(match, ctx, vs)]
+                diag.warning(
+                    owner, f"{path}.{_json_name(field_name)}", "not supported yet: ignored"
+                )
+        matches = [(m, match) for m, match in enumerate(rule.match) if _applies(match, ctx, owner)]
         if rule.match and not matches:
-            continue  # every match is for another gateway or port
-        rule_route = ir.Route(
-            name=rule.name,
-            match=ir.RouteMatch(ir.StringMatch("prefix", "/")),
-            clusters=clusters,
-            timeout_ms=_duration_ms(rule, "timeout", vs, f"{path}.timeout", diag) or 0,
-            retry=_retry(rule, vs, path, diag),
-        )
+            continue  # every match is for another gateway, port or source
+        rule_route = _rule_route(owner, rule, path, ctx, registry, diag)
+        if rule_route is None:
+            continue
         if not rule.match:
             routes.append(rule_route)
             return routes  # a catch-all: whatever follows can never match
         for m, match in matches:
-            route_match = _route_match(vs, match, f"{path}.match[{m}]", diag)
+            route_match = _route_match(owner, match, f"{path}.match[{m}]", diag)
             if route_match is None:
                 continue
+            if separated:
+                route_match = _separated(route_match)
             name = f"{rule.name}.{match.name}" if match.name else rule.name
             routes.append(replace(rule_route, name=name, match=route_match))
             if route_match.is_catch_all:
@@ -91,8 +90,87 @@ def build_http_routes(
     return routes
 
 
+def _rule_route(
+    vs: IstioObject,
+    rule: vs_pb.HTTPRoute,
+    path: str,
+    ctx: RouteContext,
+    registry: ServiceRegistry,
+    diag: Diagnostics,
+) -> ir.Route | None:
+    """The route every match of the rule shares (the match itself is set per match)."""
+    actions = [f for f in ("route", "redirect", "direct_response") if _is_set(rule, f)]
+    if len(actions) > 1:
+        named = " and ".join(_json_name(a) for a in actions)
+        diag.error(vs, path, f"{named} cannot be combined: rule skipped")
+        return None
+    if not actions:
+        diag.error(
+            vs, f"{path}.route", "the rule has no route, redirect or directResponse: skipped"
+        )
+        return None
+    headers = (
+        http_actions.headers(rule.headers, vs, f"{path}.headers", diag)
+        if rule.HasField("headers")
+        else ir.Headers()
+    )
+    route = ir.Route(
+        name=rule.name,
+        match=ir.RouteMatch(ir.StringMatch("prefix", "/")),
+        clusters=(),
+        headers=headers,
+        fault=http_actions.fault(rule, vs, path, diag) if rule.HasField("fault") else None,
+        cors=http_actions.cors(rule, vs, path, diag) if rule.HasField("cors_policy") else None,
+    )
+    if actions == ["redirect"]:
+        redirect = http_actions.redirect(rule, vs, path, ctx.port, diag)
+        return None if redirect is None else replace(route, redirect=redirect)
+    if actions == ["direct_response"]:
+        direct = http_actions.direct_response(rule, vs, path, diag)
+        return None if direct is None else replace(route, direct_response=direct)
+    clusters = _destinations(vs, rule, path, registry, diag)
+    if not clusters:
+        return None
+    if len(clusters) == 1 and not clusters[0].headers.is_empty:
+        # One destination: its header changes go on the route, as Istio does.
+        headers = _merge_headers(headers, clusters[0].headers)
+        clusters = (replace(clusters[0], headers=ir.Headers()),)
+    return replace(
+        route,
+        clusters=clusters,
+        headers=headers,
+        timeout_ms=_duration_ms(rule, "timeout", vs, f"{path}.timeout", diag) or 0,
+        retry=_retry(rule, vs, path, diag),
+        rewrite=http_actions.rewrite(rule, vs, path, diag) if rule.HasField("rewrite") else None,
+        mirrors=http_actions.mirrors(rule, vs, path, registry, diag),
+    )
+
+
+def _merge_headers(rule: ir.Headers, dest: ir.Headers) -> ir.Headers:
+    def merge(a: ir.HeaderOperations, b: ir.HeaderOperations) -> ir.HeaderOperations:
+        return ir.HeaderOperations(
+            set=(*a.set, *b.set), add=(*a.add, *b.add), remove=(*a.remove, *b.remove)
+        )
+
+    return ir.Headers(merge(rule.request, dest.request), merge(rule.response, dest.response))
+
+
+def _separated(match: ir.RouteMatch) -> ir.RouteMatch:
+    """Ingress `pathType: Prefix`: whole path elements (Envoy's path_separated_prefix,
+    which wants no trailing slash; `/` stays a plain prefix)."""
+    if match.path.kind != "prefix" or match.path.value == "/":
+        return match
+    return replace(match, path=ir.StringMatch("separated_prefix", match.path.value.rstrip("/")))
+
+
 def _applies(match: vs_pb.HTTPMatchRequest, ctx: RouteContext, vs: IstioObject) -> bool:
     if match.port and match.port != ctx.port:
+        return False
+    # sourceLabels/sourceNamespace select the proxy being configured (for a gateway: its
+    # own pods), decided here as Istio does, not by Envoy.
+    if any(ctx.proxy_labels.get(k) != v for k, v in match.source_labels.items()):
+        return False
+    if match.source_namespace and match.source_namespace != ctx.proxy_namespace:
         return False
     if match.gateways:
         wanted = {resolve_gateway_ref(g, vs.meta.namespace) for g in match.gateways}
@@ -184,13 +262,18 @@ def _destinations(
                 f"service {host} has no port {port}: requests routed there get 503",
             )
         cluster = f"outbound|{port}|{dest.destination.subset}|{host}"
-        found.append(ir.WeightedCluster(cluster, dest.weight))
+        headers = (
+            http_actions.headers(dest.headers, vs, f"{path}.route[{d}].headers", diag)
+            if dest.HasField("headers")
+            else ir.Headers()
+        )
+        found.append(ir.WeightedCluster(cluster, dest.weight, headers))
     if len(found) > 1:
         if sum(c.weight for c in found) == 0:
             diag.error(
                 vs, f"{path}.route", "several destinations need weights: traffic is split evenly"
             )
-            return tuple(ir.WeightedCluster(c.cluster, 1) for c in found)
+            return tuple(replace(c, weight=1) for c in found)
         return tuple(c for c in found if c.weight > 0)  # Envoy refuses zero-weight entries
     return tuple(found)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-StringMatchKind = Literal["exact", "prefix", "regex", "present"]
+# "separated_prefix" (paths only): a prefix matched on whole path elements, for Ingress
+# `pathType: Prefix` (`/foo` matches `/foo` and `/foo/bar`, not `/foobar`).
+StringMatchKind = Literal["exact", "prefix", "regex", "present", "separated_prefix"]
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,85 @@ class RouteMatch:
 
 
 @dataclass(frozen=True)
+class HeaderOperations:
+    """Header changes on requests or responses (VirtualService `headers`)."""
+
+    set: tuple[tuple[str, str], ...] = ()  # replaces the header, or adds it
+    add: tuple[tuple[str, str], ...] = ()  # appends a value, or adds it
+    remove: tuple[str, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.set or self.add or self.remove)
+
+
+@dataclass(frozen=True)
+class Headers:
+    request: HeaderOperations = HeaderOperations()
+    response: HeaderOperations = HeaderOperations()
+
+    @property
+    def is_empty(self) -> bool:
+        return self.request.is_empty and self.response.is_empty
+
+
+@dataclass(frozen=True)
 class WeightedCluster:
     cluster: str
     weight: int
+    headers: Headers = Headers()  # per-destination header changes (HTTP only)
+
+
+RedirectCode = Literal[301, 302, 303, 307, 308]
+
+
+@dataclass(frozen=True)
+class Redirect:
+    path: str = ""  # "" keeps the request's path
+    host: str = ""
+    port: int | None = None
+    scheme: str = ""
+    code: RedirectCode = 301
+
+
+@dataclass(frozen=True)
+class DirectResponse:
+    status: int
+    body: bytes | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    prefix: str | None = None  # replaces the matched prefix (or the whole path of an exact match)
+    authority: str = ""
+    regex: str = ""  # with regex_substitution: rewrites the whole path
+    regex_substitution: str = ""
+
+
+@dataclass(frozen=True)
+class Fault:
+    delay_ms: int | None = None
+    delay_per_million: int = 0
+    abort_http_status: int | None = None
+    abort_grpc_status: int | None = None
+    abort_per_million: int = 0
+
+
+@dataclass(frozen=True)
+class Mirror:
+    cluster: str
+    per_million: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class Cors:
+    allow_origins: tuple[StringMatch, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_s: int | None = None
+    allow_credentials: bool | None = None
+    forward_unmatched_preflights: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +144,14 @@ class Route:
     clusters: tuple[WeightedCluster, ...]
     timeout_ms: int = 0  # 0: no timeout, Istio's default
     retry: RetryPolicy | None = None
+    # At most one of redirect / direct_response; either means no clusters.
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+    rewrite: Rewrite | None = None
+    headers: Headers = Headers()
+    fault: Fault | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    cors: Cors | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +233,9 @@ class HttpFilterChain:
     stat_prefix: str
     match: ChainMatch = ChainMatch()
     tls: DownstreamTls | None = None
+    # HTTP filters some route needs before the router ("fault", "cors"); only those,
+    # so a chain whose routes need none stays as it was.
+    http_filters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from google.protobuf.wrappers_pb2 import BoolValue
 
 from pilotfish.translator import ir
 from pilotfish.translator.envoy.common import ads_config_source, typed
+from pilotfish.translator.envoy.http_filters import hcm_filters
 from pilotfish.translator.envoy.tls import TLS_TRANSPORT_SOCKET, downstream_tls_context
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -102,7 +103,8 @@ def _http_connection_manager(chain: ir.HttpFilterChain) -> hcm_pb.HttpConnection
             config_source=ads_config_source(), route_config_name=chain.route_config_name
         ),
         http_filters=[
-            hcm_pb.HttpFilter(name=ROUTER_FILTER, typed_config=typed(router_pb2.Router()))
+            *hcm_filters(chain.http_filters),
+            hcm_pb.HttpFilter(name=ROUTER_FILTER, typed_config=typed(router_pb2.Router())),
         ],
         # A gateway is the edge: the client's address is the peer's, as in Istio.
         use_remote_address=BoolValue(value=True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
@@ -9,6 +10,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf.wrappers_pb2 import BoolValue, UInt32Value
 
 from pilotfish.translator import ir
+from pilotfish.translator.envoy import http_filters
 from pilotfish.translator.envoy.common import millis, typed
 
 
@@ -33,7 +35,73 @@ def virtual_host(spec: ir.VirtualHost) -> rc_pb.VirtualHost:
 
 
 def route(spec: ir.Route) -> rc_pb.Route:
-    return rc_pb.Route(name=spec.name, match=route_match(spec.match), route=route_action(spec))
+    out = rc_pb.Route(name=spec.name, match=route_match(spec.match))
+    if spec.redirect is not None:
+        out.redirect.CopyFrom(redirect_action(spec.redirect))
+    elif spec.direct_response is not None:
+        out.direct_response.CopyFrom(direct_response_action(spec.direct_response))
+    else:
+        out.route.CopyFrom(route_action(spec))
+    _add_headers(out, spec.headers)
+    if spec.fault is not None:
+        out.typed_per_filter_config[http_filters.FAULT_FILTER].CopyFrom(
+            typed(http_filters.fault(spec.fault))
+        )
+    if spec.cors is not None:
+        origins = [string_matcher(o) for o in spec.cors.allow_origins]
+        out.typed_per_filter_config[http_filters.CORS_FILTER].CopyFrom(
+            typed(http_filters.cors(spec.cors, origins))
+        )
+    return out
+
+
+_REDIRECT_CODES = {
+    301: rc_pb.RedirectAction.MOVED_PERMANENTLY,
+    302: rc_pb.RedirectAction.FOUND,
+    303: rc_pb.RedirectAction.SEE_OTHER,
+    307: rc_pb.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc_pb.RedirectAction.PERMANENT_REDIRECT,
+}
+
+
+def redirect_action(spec: ir.Redirect) -> rc_pb.RedirectAction:
+    out = rc_pb.RedirectAction(host_redirect=spec.host, response_code=_REDIRECT_CODES[spec.code])
+    if spec.scheme:  # a oneof: set only when given, the request's scheme is kept otherwise
+        out.scheme_redirect = spec.scheme
+    if spec.path:
+        out.path_redirect = spec.path
+    if spec.port is not None:
+        out.port_redirect = spec.port
+    return out
+
+
+def direct_response_action(spec: ir.DirectResponse) -> rc_pb.DirectResponseAction:
+    out = rc_pb.DirectResponseAction(status=spec.status)
+    if spec.body is not None:
+        try:
+            out.body.inline_string = spec.body.decode()
+        except UnicodeDecodeError:
+            out.body.inline_bytes = spec.body
+    return out
+
+
+def _header_options(ops: ir.HeaderOperations) -> list[base_pb2.HeaderValueOption]:
+    overwrite = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    append = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=k, value=v), append_action=action
+        )
+        for pairs, action in ((ops.set, overwrite), (ops.add, append))
+        for k, v in pairs
+    ]
+
+
+def _add_headers(out: rc_pb.Route | rc_pb.WeightedCluster.ClusterWeight, spec: ir.Headers) -> None:
+    out.request_headers_to_add.extend(_header_options(spec.request))
+    out.request_headers_to_remove.extend(spec.request.remove)
+    out.response_headers_to_add.extend(_header_options(spec.response))
+    out.response_headers_to_remove.extend(spec.response.remove)
 
 
 def route_match(spec: ir.RouteMatch) -> rc_pb.RouteMatch:
@@ -46,6 +114,8 @@ def route_match(spec: ir.RouteMatch) -> rc_pb.RouteMatch:
     path = spec.path
     if path.kind == "exact":
         match.path = path.value
+    elif path.kind == "separated_prefix":
+        match.path_separated_prefix = path.value
     elif path.kind == "regex":
         match.safe_regex.CopyFrom(regex(path.value))
     else:
@@ -88,18 +158,44 @@ def route_action(spec: ir.Route) -> rc_pb.RouteAction:
         action.cluster = spec.clusters[0].cluster
     else:
         action.weighted_clusters.CopyFrom(
-            rc_pb.WeightedCluster(
-                clusters=[
-                    rc_pb.WeightedCluster.ClusterWeight(
-                        name=c.cluster, weight=UInt32Value(value=c.weight)
-                    )
-                    for c in spec.clusters
-                ]
+            rc_pb.WeightedCluster(clusters=[_cluster_weight(c) for c in spec.clusters])
+        )
+    if spec.rewrite is not None:
+        _rewrite(action, spec.rewrite)
+    for mirror in spec.mirrors:
+        action.request_mirror_policies.append(
+            rc_pb.RouteAction.RequestMirrorPolicy(
+                cluster=mirror.cluster,
+                runtime_fraction=base_pb2.RuntimeFractionalPercent(
+                    default_value=http_filters.million(mirror.per_million)
+                ),
+                trace_sampled=BoolValue(value=False),
             )
         )
     if spec.retry is not None:
         action.retry_policy.CopyFrom(retry_policy(spec.retry))
     return action
+
+
+def _cluster_weight(spec: ir.WeightedCluster) -> rc_pb.WeightedCluster.ClusterWeight:
+    out = rc_pb.WeightedCluster.ClusterWeight(
+        name=spec.cluster, weight=UInt32Value(value=spec.weight)
+    )
+    _add_headers(out, spec.headers)
+    return out
+
+
+def _rewrite(action: rc_pb.RouteAction, spec: ir.Rewrite) -> None:
+    if spec.prefix is not None:
+        action.prefix_rewrite = spec.prefix
+    elif spec.regex:
+        action.regex_rewrite.CopyFrom(
+            regex_pb2.RegexMatchAndSubstitute(
+                pattern=regex(spec.regex), substitution=spec.regex_substitution
+            )
+        )
+    if spec.authority:
+        action.host_rewrite_literal = spec.authority
 
 
 def retry_policy(spec: ir.RetryPolicy) -> rc_pb.RetryPolicy:
