@@ -104,6 +104,12 @@ def every_kind() -> list[dict[str, Any]]:
             "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}}],
             "ports": [{"name": "http", "port": 8080}],
         },
+        # Endpoint labels are their Pod's (DestinationRule subsets select by them).
+        {
+            **obj("v1", "Pod", "web-1"),
+            "metadata": {"name": "web-1", "namespace": "default", "labels": {"app": "web"}},
+            "status": {"podIP": "10.0.0.1"},
+        },
         obj(
             "v1",
             "Secret",
@@ -256,6 +262,7 @@ def test_initial_sync_of_every_kind(kube: FakeKube, tmp_path: Path) -> None:
             assert config.get("VirtualService", "default", "web") is not None
             assert config.secret("istio-system", "cert") is not None
             assert config.get("IngressClass", "", "istio") is not None
+            assert config.get("Pod", "default", "web-1") is not None
             # Synced means listed; the watch that follows is made a moment later.
             await wait_until_async(
                 lambda: kube.requests(VS_PATH, watch=True), message="no watch after the list"

@@ -84,6 +84,7 @@ def default_resources(istio_versions: tuple[str, ...]) -> list[Resource]:
         Resource("", "endpoints", "Endpoints", True, ("v1",), has_status=False),
         Resource("", "secrets", "Secret", True, ("v1",), has_status=False),
         Resource("", "namespaces", "Namespace", False, ("v1",)),
+        Resource("", "pods", "Pod", True, ("v1",)),
         Resource("", "configmaps", "ConfigMap", True, ("v1",), has_status=False),
         Resource("discovery.k8s.io", "endpointslices", "EndpointSlice", True, ("v1",), False),
         Resource("networking.k8s.io", "ingresses", "Ingress", True, ("v1",)),

@@ -196,7 +196,20 @@ class IngressClass:
     kind: str = "IngressClass"
 
 
-ConfigObject = Union[IstioObject, Service, EndpointSet, Secret, Namespace, Ingress, IngressClass]  # noqa: UP007
+@dataclass(frozen=True)
+class Pod:
+    """What the registry needs of a Pod: its labels are its endpoints' labels (as in
+    Istio, DestinationRule subsets select endpoints by them), its IP joins it to them."""
+
+    meta: ObjectMeta
+    pod_ip: str = ""
+    origin: Origin = Origin()
+    kind: str = "Pod"
+
+
+ConfigObject = Union[  # noqa: UP007
+    IstioObject, Service, EndpointSet, Secret, Namespace, Ingress, IngressClass, Pod
+]
 
 
 def key_of(obj: ConfigObject) -> ConfigKey:

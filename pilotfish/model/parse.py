@@ -37,13 +37,14 @@ from pilotfish.model.objects import (
     ObjectMeta,
     ObjectRef,
     Origin,
+    Pod,
     Secret,
     Service,
     ServicePort,
 )
 from pilotfish.model.spec_errors import locate_spec_error
 
-_CORE_KINDS = {"Service", "Endpoints", "Secret", "Namespace"}
+_CORE_KINDS = {"Service", "Endpoints", "Secret", "Namespace", "Pod"}
 _CLUSTER_SCOPED = {"Namespace", "IngressClass"}
 
 SUPPORTED_KINDS: dict[str, tuple[str, ...]] = {
@@ -369,6 +370,11 @@ def _parse_ingress_class(body: Mapping[str, Any], meta: ObjectMeta, origin: Orig
     )
 
 
+def _parse_pod(body: Mapping[str, Any], meta: ObjectMeta, origin: Origin) -> ConfigObject:
+    status = _mapping(body.get("status"), "status")
+    return Pod(meta=meta, pod_ip=_string(status.get("podIP"), "status.podIP"), origin=origin)
+
+
 _PARSERS: dict[str, Callable[[Mapping[str, Any], ObjectMeta, Origin], ConfigObject]] = {
     **{kind: _parse_istio(kind) for kind in SPEC_TYPES},
     "Service": _parse_service,
@@ -378,6 +384,7 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any], ObjectMeta, Origin], ConfigObje
     "Namespace": _parse_namespace,
     "Ingress": _parse_ingress,
     "IngressClass": _parse_ingress_class,
+    "Pod": _parse_pod,
 }
 
 

@@ -1,27 +1,181 @@
-"""Outbound clusters and their endpoints, from the service registry."""
+"""Outbound clusters and their endpoints: the service registry with DestinationRules applied.
+
+One cluster per service port, `outbound|<port>||<fqdn>`, and one per DestinationRule
+subset, `outbound|<port>|<subset>|<fqdn>`, holding the endpoints whose labels include
+the subset's. Kubernetes Services and STATIC ServiceEntries are EDS; a DNS ServiceEntry
+is STRICT_DNS and DNS_ROUND_ROBIN is LOGICAL_DNS, both with the endpoints inline (by name,
+Envoy resolves them); NONE is EDS on a router, as Istio gives gateways.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import cast
+
+from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
+from pilotfish.model.configset import ConfigSet
+from pilotfish.model.objects import IstioObject, ServicePort
 from pilotfish.translator import ir
-from pilotfish.translator.registry import HTTP2_PROTOCOLS, ServiceRegistry, port_protocol
+from pilotfish.translator.cluster_policy import apply_policy
+from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.hosts import fqdn
+from pilotfish.translator.registry import (
+    HTTP2_PROTOCOLS,
+    RegistryService,
+    ServiceRegistry,
+    port_protocol,
+)
+from pilotfish.translator.secrets import Credentials
+
+RouteDestinations = vs_pb.HTTPRoute | vs_pb.TCPRoute | vs_pb.TLSRoute
+
+_DISCOVERY: dict[str, ir.ClusterDiscovery] = {
+    "KUBERNETES": "EDS",
+    "STATIC": "EDS",
+    "NONE": "EDS",  # a router has no original destination to forward to: as Istio, EDS
+    "DNS": "STRICT_DNS",
+    "DNS_ROUND_ROBIN": "LOGICAL_DNS",
+}
 
 
 def cluster_name(port: int, hostname: str, subset: str = "") -> str:
     return f"outbound|{port}|{subset}|{hostname}"
 
 
+@dataclass
+class OutboundClusters:
+    clusters: list[ir.Cluster] = field(default_factory=list)
+    load_assignments: list[ir.LoadAssignment] = field(default_factory=list)
+    secrets: dict[str, ir.SdsSecret] = field(default_factory=dict)
+
+
 def build_outbound_clusters(
-    registry: ServiceRegistry,
-) -> tuple[list[ir.Cluster], list[ir.LoadAssignment]]:
-    """One EDS cluster per service port, as Istio gives every gateway (no Sidecar scoping
-    for routers yet). Each gets a load assignment, possibly empty: Envoy then answers
+    registry: ServiceRegistry, credentials: Credentials, diag: Diagnostics
+) -> OutboundClusters:
+    """Every service port's clusters, as Istio gives every gateway (no Sidecar scoping for
+    routers). Each EDS cluster gets a load assignment, possibly empty: Envoy then answers
     503 "no healthy upstream", which is the truth."""
-    clusters, assignments = [], []
+    out = OutboundClusters()
     for service in registry.services():
+        if service.resolution not in _DISCOVERY:
+            if service.entry is not None:
+                diag.warning(
+                    service.entry,
+                    "spec.resolution",
+                    f"resolution {service.resolution} is not supported: no clusters for it",
+                )
+            continue
+        rule = registry.destination_rule(service.hostname)
+        subsets = list(rule.spec.subsets) if rule else []
         for port in service.ports:
             if port_protocol(port) in ("UDP", "SCTP"):
                 continue  # Envoy proxies TCP only (as Istio, no clusters for these)
-            name = cluster_name(port.port, service.hostname)
-            clusters.append(ir.Cluster(name, http2=port_protocol(port) in HTTP2_PROTOCOLS))
-            assignments.append(ir.LoadAssignment(name, registry.endpoints(service, port)))
-    return clusters, assignments
+            _add(out, registry, credentials, diag, service, port, "")
+            for s, subset in enumerate(subsets):
+                endpoints = _add(out, registry, credentials, diag, service, port, subset.name)
+                if not endpoints and registry.labeled_endpoints(service, port):
+                    assert rule is not None
+                    diag.warning(
+                        rule.rule,
+                        f"spec.subsets[{s}].labels",
+                        f"no endpoint of {service.hostname} port {port.port} has these labels: "
+                        f"subset {subset.name} gets 503 (no healthy upstream)",
+                    )
+    return out
+
+
+def _add(
+    out: OutboundClusters,
+    registry: ServiceRegistry,
+    credentials: Credentials,
+    diag: Diagnostics,
+    service: RegistryService,
+    port: ServicePort,
+    subset: str,
+) -> tuple[ir.Endpoint, ...]:
+    name = cluster_name(port.port, service.hostname, subset)
+    rule = registry.destination_rule(service.hostname)
+    labels = {}
+    if rule is not None and subset:
+        found = rule.subset(subset)
+        labels = dict(found[1].labels) if found else {}
+    endpoints = registry.endpoints(service, port, labels)
+    discovery = _DISCOVERY[service.resolution]
+    cluster = ir.Cluster(
+        name,
+        http2=port_protocol(port) in HTTP2_PROTOCOLS,
+        discovery=discovery,
+        dns_endpoints=endpoints[:1] if discovery == "LOGICAL_DNS" else endpoints,
+    )
+    if discovery == "EDS":
+        cluster = replace(cluster, dns_endpoints=())
+    if rule is not None:
+        applied = apply_policy(
+            cluster, rule.policy(port.port, subset), rule.rule, credentials, diag
+        )
+        cluster = applied.cluster
+        out.secrets.update((s.name, s) for s in applied.secrets)
+    out.clusters.append(cluster)
+    if cluster.discovery == "EDS":
+        out.load_assignments.append(ir.LoadAssignment(name, endpoints))
+    return endpoints
+
+
+def referenced_clusters(config: ir.ProxyConfig) -> set[str]:
+    """Every cluster the proxy's routes and TCP chains send to."""
+    names: set[str] = set()
+    for route_config in config.route_configs:
+        for vhost in route_config.virtual_hosts:
+            for route in vhost.routes:
+                names.update(c.cluster for c in route.clusters)
+    for listener in config.listeners:
+        for chain in listener.chains:
+            if isinstance(chain, ir.TcpFilterChain):
+                names.update(c.cluster for c in chain.clusters)
+    return names
+
+
+def check_route_subsets(
+    config: ConfigSet, registry: ServiceRegistry, missing: set[str], diag: Diagnostics
+) -> None:
+    """A route to a subset no DestinationRule defines has no cluster: as Istio, Envoy
+    answers 503 for that route only; the VirtualService is told why. `missing`: the
+    subset clusters this proxy's routes name that were not built."""
+    parts = [name.split("|") for name in missing]
+    wanted = {(p[2], p[3]) for p in parts if len(p) == 4 and p[2]}  # (subset, host)
+    if not wanted:
+        return
+    for vs in config.istio("VirtualService"):
+        spec = cast(vs_pb.VirtualService, vs.spec)
+        routes: list[tuple[str, Sequence[RouteDestinations]]] = [
+            ("http", spec.http),
+            ("tcp", spec.tcp),
+            ("tls", spec.tls),
+        ]
+        for kind, rules in routes:
+            for r, rule in enumerate(rules):
+                destinations: list[vs_pb.Destination] = [d.destination for d in rule.route]
+                for d, dest in enumerate(destinations):
+                    host = fqdn(dest.host, vs.meta.namespace)
+                    if (dest.subset, host) in wanted:
+                        path = f"spec.{kind}[{r}].route[{d}].destination.subset"
+                        _report_subset(vs, dest.subset, host, path, registry, diag)
+
+
+def _report_subset(
+    vs: IstioObject,
+    subset: str,
+    host: str,
+    path: str,
+    registry: ServiceRegistry,
+    diag: Diagnostics,
+) -> None:
+    rule = registry.destination_rule(host)
+    where = f" (DestinationRule {rule.rule.meta.namespace}/{rule.rule.meta.name})" if rule else ""
+    diag.error(
+        vs,
+        path,
+        f"no DestinationRule defines subset {subset!r} of {host}{where}: "
+        "requests routed there get 503",
+    )

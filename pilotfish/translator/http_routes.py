@@ -143,6 +143,7 @@ def _rule_route(
         retry=_retry(rule, vs, path, diag),
         rewrite=http_actions.rewrite(rule, vs, path, diag) if rule.HasField("rewrite") else None,
         mirrors=http_actions.mirrors(rule, vs, path, registry, diag),
+        hash_policy=registry.hash_policy(clusters),  # the DR's consistentHash, as Istio
     )
 
 

@@ -144,6 +144,7 @@ class Route:
     clusters: tuple[WeightedCluster, ...]
     timeout_ms: int = 0  # 0: no timeout, Istio's default
     retry: RetryPolicy | None = None
+    hash_policy: HashPolicy | None = None  # the destination's DR consistentHash
     # At most one of redirect / direct_response; either means no clusters.
     redirect: Redirect | None = None
     direct_response: DirectResponse | None = None
@@ -285,20 +286,89 @@ class ValidationSecret:
 SdsSecret = CertificateSecret | ValidationSecret
 
 
-@dataclass(frozen=True)
-class Cluster:
-    """An EDS cluster for one service port (and later, subset)."""
+UNLIMITED = 2**32 - 1  # Istio's default limits: no circuit breaking unless a DR says
 
-    name: str
-    connect_timeout_ms: int = 10_000
-    lb_policy: str = "LEAST_REQUEST"
-    http2: bool = False
+
+@dataclass(frozen=True)
+class CircuitBreakers:
+    max_connections: int = UNLIMITED
+    max_pending_requests: int = UNLIMITED
+    max_requests: int = UNLIMITED
+    max_retries: int = UNLIMITED
+
+
+@dataclass(frozen=True)
+class OutlierDetection:
+    consecutive_5xx: int | None = None
+    consecutive_gateway_errors: int | None = None
+    interval_ms: int | None = None
+    base_ejection_time_ms: int | None = None
+    max_ejection_percent: int | None = None
+
+
+@dataclass(frozen=True)
+class TcpKeepalive:
+    probes: int | None = None
+    time_s: int | None = None
+    interval_s: int | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamTls:
+    """TLS to the upstream (DestinationRule tls SIMPLE/MUTUAL): SDS names or file paths."""
+
+    sni: str = ""  # "" : Envoy's auto_sni from the request's Host
+    certificate_secret: str = ""  # SDS name of the client certificate (MUTUAL, credentialName)
+    ca_secret: str = ""  # SDS name of the trusted CA (credentialName)
+    certificate_file: str = ""
+    private_key_file: str = ""
+    ca_file: str = ""
+    subject_alt_names: tuple[SanMatch, ...] = ()
+    insecure_skip_verify: bool = False
+
+    @property
+    def secret_names(self) -> tuple[str, ...]:
+        return tuple(n for n in (self.certificate_secret, self.ca_secret) if n)
+
+
+@dataclass(frozen=True)
+class HashPolicy:
+    """A route's consistent-hash key, from its destination's DestinationRule."""
+
+    kind: Literal["header", "cookie", "source_ip", "query"]
+    name: str = ""
+    cookie_path: str = ""
+    cookie_ttl_ms: int | None = None
+
+
+ClusterDiscovery = Literal["EDS", "STRICT_DNS", "LOGICAL_DNS", "ORIGINAL_DST"]
 
 
 @dataclass(frozen=True)
 class Endpoint:
     address: str
     port: int
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """An outbound cluster: one service port (and subset), its DestinationRule applied."""
+
+    name: str
+    connect_timeout_ms: int = 10_000
+    lb_policy: str = "LEAST_REQUEST"
+    http2: bool = False
+    discovery: ClusterDiscovery = "EDS"
+    dns_endpoints: tuple[Endpoint, ...] = ()  # STRICT_DNS/LOGICAL_DNS: inline, by name
+    circuit_breakers: CircuitBreakers = CircuitBreakers()
+    max_requests_per_connection: int | None = None
+    idle_timeout_ms: int | None = None
+    tcp_keepalive: TcpKeepalive | None = None
+    outlier: OutlierDetection | None = None
+    healthy_panic_threshold: int | None = None  # minHealthPercent
+    ring_size: int | None = None  # RING_HASH minimum ring size
+    maglev_table_size: int | None = None
+    tls: UpstreamTls | None = None
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,62 @@
-"""The service registry: Kubernetes Services and their endpoints, looked up by host name."""
+"""The service registry: Kubernetes Services and ServiceEntries, and their endpoints,
+looked up by host name.
+
+A Kubernetes endpoint's labels are those of the Pod its EndpointSlice/Endpoints entry
+points to (`targetRef`), as in Istio: DestinationRule subsets select endpoints by them.
+A ServiceEntry becomes one registry service per host (with a synthesised Service holding
+its ports); its `endpoints` carry their own labels. Kubernetes Services win over a
+ServiceEntry naming the same host.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import cast
 
+from pilotfish.api.networking.v1alpha3 import service_entry_pb2 as se_pb
 from pilotfish.model.configset import ConfigSet
-from pilotfish.model.objects import EndpointPort, EndpointSet, Service, ServicePort
+from pilotfish.model.objects import (
+    EndpointPort,
+    EndpointSet,
+    IstioObject,
+    ObjectMeta,
+    ObjectRef,
+    Pod,
+    Service,
+    ServicePort,
+)
 from pilotfish.translator import ir
-from pilotfish.translator.hosts import DEFAULT_DOMAIN_SUFFIX
+from pilotfish.translator.destination_rules import (
+    AppliedRule,
+    DestinationRules,
+    exported_to,
+    hash_policy,
+)
+from pilotfish.translator.hosts import DEFAULT_DOMAIN_SUFFIX, is_wildcard
+
+Resolution = str  # "KUBERNETES", or a ServiceEntry's: NONE, STATIC, DNS, DNS_ROUND_ROBIN
+
+
+@dataclass(frozen=True)
+class LabeledEndpoint:
+    endpoint: ir.Endpoint
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RegistryService:
     hostname: str  # the FQDN, e.g. httpbin.default.svc.cluster.local
     service: Service
+    entry: IstioObject | None = None  # the ServiceEntry, when this host comes from one
+
+    @property
+    def resolution(self) -> Resolution:
+        if self.entry is None:
+            return "KUBERNETES"
+        spec = cast(se_pb.ServiceEntry, self.entry.spec)
+        return se_pb.ServiceEntry.Resolution.Name(spec.resolution)
 
     @property
     def namespace(self) -> str:
@@ -63,16 +104,57 @@ def port_protocol(port: ServicePort) -> str:
 
 
 class ServiceRegistry:
-    def __init__(self, config: ConfigSet, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) -> None:
-        self._by_host = {
-            f"{s.meta.name}.{s.meta.namespace}.svc.{domain_suffix}": RegistryService(
-                f"{s.meta.name}.{s.meta.namespace}.svc.{domain_suffix}", s
-            )
-            for s in config.services()
-        }
+    def __init__(
+        self,
+        config: ConfigSet,
+        domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
+        proxy_namespace: str | None = None,  # None: everything, whatever its exportTo
+    ) -> None:
+        self.destination_rules = DestinationRules(config, proxy_namespace, domain_suffix)
+        self._by_host: dict[str, RegistryService] = {}
+        for entry in config.istio("ServiceEntry"):  # oldest first: the first one wins a host
+            spec = cast(se_pb.ServiceEntry, entry.spec)
+            if proxy_namespace is not None and not exported_to(
+                spec.export_to, entry.meta.namespace, proxy_namespace
+            ):
+                continue
+            for host in spec.hosts:
+                self._by_host.setdefault(host.lower(), _entry_service(host.lower(), entry))
+        for s in config.services():
+            host = f"{s.meta.name}.{s.meta.namespace}.svc.{domain_suffix}"
+            self._by_host[host] = RegistryService(host, s)
         self._endpoint_sets: dict[tuple[str, str], list[EndpointSet]] = defaultdict(list)
         for es in config.endpoint_sets():
             self._endpoint_sets[(es.meta.namespace, es.service_name)].append(es)
+        self._pod_labels: dict[tuple[str, str], Mapping[str, str]] = {
+            (p.meta.namespace, p.meta.name): p.meta.labels
+            for p in config.of_kind("Pod")
+            if isinstance(p, Pod)
+        }
+        self._pod_labels_by_ip: dict[tuple[str, str], Mapping[str, str]] = {
+            (p.meta.namespace, p.pod_ip): p.meta.labels
+            for p in config.of_kind("Pod")
+            if isinstance(p, Pod) and p.pod_ip
+        }
+
+    def destination_rule(self, hostname: str) -> AppliedRule | None:
+        """The DestinationRule in force for a host, as the proxy sees it."""
+        service = self._by_host.get(hostname)
+        namespace = service.namespace if service else ""
+        return self.destination_rules.for_host(hostname, namespace)
+
+    def hash_policy(self, clusters: Iterable[ir.WeightedCluster]) -> ir.HashPolicy | None:
+        """The consistent-hash key of a route's destinations' DestinationRules: Istio puts
+        it on the route. With several destinations it is used only when they all agree."""
+        found = set()
+        for c in clusters:
+            parts = c.cluster.split("|")
+            if len(parts) != 4 or not parts[1].isdigit():
+                return None
+            rule = self.destination_rule(parts[3])
+            policy = rule.policy(int(parts[1]), parts[2]) if rule else None
+            found.add(hash_policy(policy.load_balancer) if policy else None)
+        return found.pop() if len(found) == 1 else None
 
     def services(self) -> list[RegistryService]:
         return [self._by_host[h] for h in sorted(self._by_host)]
@@ -90,20 +172,50 @@ class ServiceRegistry:
             and all(labels.get(k) == v for k, v in s.service.selector.items())
         ]
 
-    def endpoints(self, service: RegistryService, port: ServicePort) -> tuple[ir.Endpoint, ...]:
-        """Ready endpoints of one service port, from EndpointSlices (else v1 Endpoints)."""
+    def endpoints(
+        self,
+        service: RegistryService,
+        port: ServicePort,
+        labels: Mapping[str, str] | None = None,
+    ) -> tuple[ir.Endpoint, ...]:
+        """Ready endpoints of one service port, from EndpointSlices (else v1 Endpoints) or
+        the ServiceEntry; with `labels` (a subset's), only endpoints whose labels hold them."""
+        wanted = labels or {}
+        found = {
+            e.endpoint
+            for e in self.labeled_endpoints(service, port)
+            if all(e.labels.get(k) == v for k, v in wanted.items())
+        }
+        return tuple(sorted(found, key=lambda e: (e.address, e.port)))
+
+    def labeled_endpoints(
+        self, service: RegistryService, port: ServicePort
+    ) -> list[LabeledEndpoint]:
+        if service.entry is not None:
+            return _entry_endpoints(service, port)
         sets = self._endpoint_sets.get((service.namespace, service.service.meta.name), [])
         slices = [s for s in sets if s.kind == "EndpointSlice"]
-        found: set[ir.Endpoint] = set()
+        found: list[LabeledEndpoint] = []
         for endpoint_set in slices or sets:
             for subset in endpoint_set.subsets:
                 target = _target_port(port, subset.ports, single=len(service.ports) == 1)
                 if target is None:
                     continue
                 for endpoint in subset.endpoints:
-                    if endpoint.ready:
-                        found.update(ir.Endpoint(a, target) for a in endpoint.addresses)
-        return tuple(sorted(found, key=lambda e: (e.address, e.port)))
+                    if not endpoint.ready:
+                        continue
+                    for address in endpoint.addresses:
+                        labels = self._labels(service.namespace, endpoint.target_ref, address)
+                        found.append(LabeledEndpoint(ir.Endpoint(address, target), labels))
+        return found
+
+    def _labels(self, namespace: str, ref: ObjectRef | None, address: str) -> Mapping[str, str]:
+        """The endpoint's Pod's labels: by targetRef, else by the Pod's IP."""
+        if ref is not None and ref.kind == "Pod":
+            found = self._pod_labels.get((ref.namespace or namespace, ref.name))
+            if found is not None:
+                return found
+        return self._pod_labels_by_ip.get((namespace, address), {})
 
     def named_target_port(self, service: RegistryService, port: ServicePort) -> int | None:
         """What a named targetPort resolves to, as the endpoints' port numbers say."""
@@ -127,3 +239,36 @@ def _target_port(port: ServicePort, ports: tuple[EndpointPort, ...], *, single: 
     if not ports and isinstance(port.target_port, int):
         return port.target_port
     return None
+
+
+def _entry_service(host: str, entry: IstioObject) -> RegistryService:
+    spec = cast(se_pb.ServiceEntry, entry.spec)
+    ports = tuple(
+        ServicePort(
+            port=p.number,
+            name=p.name,
+            target_port=p.target_port or p.number,
+            # Istio's protocol names are what appProtocol would say: port_protocol reads them.
+            app_protocol=p.protocol.lower(),
+        )
+        for p in spec.ports
+    )
+    meta = ObjectMeta(name=host, namespace=entry.meta.namespace)
+    return RegistryService(host, Service(meta=meta, ports=ports, origin=entry.origin), entry)
+
+
+def _entry_endpoints(service: RegistryService, port: ServicePort) -> list[LabeledEndpoint]:
+    """A ServiceEntry's endpoints for a port: its `endpoints` (their port by the port's
+    name, else the targetPort), or for DNS with none, the host itself."""
+    assert service.entry is not None
+    spec = cast(se_pb.ServiceEntry, service.entry.spec)
+    target = port.target_port if isinstance(port.target_port, int) else port.port
+    found = [
+        LabeledEndpoint(ir.Endpoint(we.address, we.ports.get(port.name) or target), we.labels)
+        for we in spec.endpoints
+        if we.address
+    ]
+    dns = spec.resolution in (se_pb.ServiceEntry.DNS, se_pb.ServiceEntry.DNS_ROUND_ROBIN)
+    if not found and dns and not is_wildcard(service.hostname):
+        found.append(LabeledEndpoint(ir.Endpoint(service.hostname, target)))
+    return found

@@ -17,15 +17,21 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from pilotfish.model.configset import ConfigSet
 from pilotfish.model.errors import ConfigError
 from pilotfish.translator import ir
-from pilotfish.translator.clusters import build_outbound_clusters
+from pilotfish.translator.clusters import (
+    build_outbound_clusters,
+    check_route_subsets,
+    referenced_clusters,
+)
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.envoy import cluster as cluster_builder
 from pilotfish.translator.envoy import listener as listener_builder
 from pilotfish.translator.envoy import route as route_builder
 from pilotfish.translator.envoy import tls as tls_builder
 from pilotfish.translator.gateway import build_gateway
+from pilotfish.translator.ingress import with_ingresses
 from pilotfish.translator.proxy import ROUTER, Proxy
 from pilotfish.translator.registry import ServiceRegistry
+from pilotfish.translator.secrets import Credentials
 
 
 @dataclass(frozen=True)
@@ -59,13 +65,19 @@ def build_ir(config: ConfigSet, proxy: Proxy, diag: Diagnostics) -> ir.ProxyConf
     if proxy.type != ROUTER:
         # Sidecar translation is a later issue: an empty, valid config until then.
         return ir.ProxyConfig()
-    registry = ServiceRegistry(config)
+    # Istio's Ingresses become a Gateway and VirtualServices first, as Istio converts them.
+    config = with_ingresses(config, diag)
+    registry = ServiceRegistry(config, proxy_namespace=proxy.namespace)
     gateway = build_gateway(config, proxy, registry, diag)
-    clusters, assignments = build_outbound_clusters(registry)
-    return ir.ProxyConfig(
+    outbound = build_outbound_clusters(registry, Credentials(config, proxy.namespace, diag), diag)
+    secrets = {s.name: s for s in (*gateway.secrets, *outbound.secrets.values())}
+    out = ir.ProxyConfig(
         listeners=gateway.listeners,
         route_configs=gateway.route_configs,
-        clusters=(*clusters, *gateway.clusters),
-        load_assignments=(*assignments, *gateway.load_assignments),
-        secrets=gateway.secrets,
+        clusters=(*outbound.clusters, *gateway.clusters),
+        load_assignments=(*outbound.load_assignments, *gateway.load_assignments),
+        secrets=tuple(secrets[k] for k in sorted(secrets)),
     )
+    missing = referenced_clusters(out) - {c.name for c in out.clusters}
+    check_route_subsets(config, registry, missing, diag)
+    return out

@@ -49,6 +49,8 @@ WATCHED: tuple[ResourceType, ...] = (
     _istio("Sidecar", "sidecars"),
     ResourceType("Service", "services", "", ("v1",)),
     ResourceType("EndpointSlice", "endpointslices", "discovery.k8s.io", ("v1",)),
+    # Endpoint labels are their Pod's (DestinationRule subsets select by them).
+    ResourceType("Pod", "pods", "", ("v1",)),
     ResourceType(
         "Secret",
         "secrets",

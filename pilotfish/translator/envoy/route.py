@@ -174,7 +174,24 @@ def route_action(spec: ir.Route) -> rc_pb.RouteAction:
         )
     if spec.retry is not None:
         action.retry_policy.CopyFrom(retry_policy(spec.retry))
+    if spec.hash_policy is not None:
+        action.hash_policy.append(hash_policy(spec.hash_policy))
     return action
+
+
+def hash_policy(spec: ir.HashPolicy) -> rc_pb.RouteAction.HashPolicy:
+    """A DestinationRule consistentHash key, hashed by Envoy per request at the route."""
+    policy = rc_pb.RouteAction.HashPolicy
+    if spec.kind == "header":
+        return policy(header=policy.Header(header_name=spec.name))
+    if spec.kind == "cookie":
+        cookie = policy.Cookie(name=spec.name, path=spec.cookie_path)
+        if spec.cookie_ttl_ms is not None:
+            cookie.ttl.CopyFrom(millis(spec.cookie_ttl_ms))
+        return policy(cookie=cookie)
+    if spec.kind == "query":
+        return policy(query_parameter=policy.QueryParameter(name=spec.name))
+    return policy(connection_properties=policy.ConnectionProperties(source_ip=True))
 
 
 def _cluster_weight(spec: ir.WeightedCluster) -> rc_pb.WeightedCluster.ClusterWeight:

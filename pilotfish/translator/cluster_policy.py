@@ -1,0 +1,201 @@
+"""A DestinationRule traffic policy applied to one IR cluster (Istio's cluster builder).
+
+loadBalancer -> lb_policy (consistentHash: RING_HASH or MAGLEV, the key goes on routes);
+connectionPool -> circuit breaker thresholds, connect timeout, TCP keepalive, HTTP
+protocol options; outlierDetection -> outlier_detection (+ panic threshold); tls -> an
+UpstreamTlsContext. Problems are reported on the rule, at the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from google.protobuf.duration_pb2 import Duration
+
+from pilotfish.api.networking.v1alpha3 import destination_rule_pb2 as dr_pb
+from pilotfish.model.objects import IstioObject
+from pilotfish.translator import ir
+from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.secrets import Credentials, Unusable
+from pilotfish.translator.tls import san_match
+
+_LB = dr_pb.LoadBalancerSettings
+_SIMPLE = {
+    _LB.ROUND_ROBIN: "ROUND_ROBIN",
+    _LB.LEAST_REQUEST: "LEAST_REQUEST",
+    _LB.LEAST_CONN: "LEAST_REQUEST",  # deprecated alias, as Istio maps it
+    _LB.RANDOM: "RANDOM",
+    _LB.UNSPECIFIED: "LEAST_REQUEST",
+}
+_TLS = dr_pb.ClientTLSSettings
+
+
+@dataclass(frozen=True)
+class Applied:
+    cluster: ir.Cluster
+    secrets: tuple[ir.SdsSecret, ...] = ()
+
+
+def _ms(d: Duration) -> int:
+    return d.seconds * 1000 + d.nanos // 1_000_000
+
+
+def apply_policy(
+    cluster: ir.Cluster,
+    policy: dr_pb.TrafficPolicy,
+    rule: IstioObject,
+    credentials: Credentials,
+    diag: Diagnostics,
+) -> Applied:
+    out = cluster
+    if policy.HasField("load_balancer"):
+        out = _load_balancer(out, policy.load_balancer, rule, diag)
+    if policy.HasField("connection_pool"):
+        out = _connection_pool(out, policy.connection_pool)
+    if policy.HasField("outlier_detection"):
+        out = _outlier(out, policy.outlier_detection)
+    secrets: tuple[ir.SdsSecret, ...] = ()
+    if policy.HasField("tls"):
+        out, secrets = _tls(out, policy.tls, rule, credentials, diag)
+    return Applied(out, secrets)
+
+
+def _load_balancer(
+    cluster: ir.Cluster, lb: dr_pb.LoadBalancerSettings, rule: IstioObject, diag: Diagnostics
+) -> ir.Cluster:
+    which = lb.WhichOneof("lb_policy")
+    if which == "simple":
+        if lb.simple == _LB.PASSTHROUGH:
+            # Istio: to the address the client asked for, i.e. an ORIGINAL_DST cluster.
+            return replace(cluster, discovery="ORIGINAL_DST", lb_policy="CLUSTER_PROVIDED")
+        return replace(cluster, lb_policy=_SIMPLE[lb.simple])
+    if which == "consistent_hash":
+        ch = lb.consistent_hash
+        if ch.HasField("maglev"):
+            return replace(
+                cluster, lb_policy="MAGLEV", maglev_table_size=ch.maglev.table_size or None
+            )
+        size = ch.ring_hash.minimum_ring_size if ch.HasField("ring_hash") else 0
+        return replace(
+            cluster, lb_policy="RING_HASH", ring_size=size or ch.minimum_ring_size or None
+        )
+    return cluster
+
+
+def _connection_pool(cluster: ir.Cluster, pool: dr_pb.ConnectionPoolSettings) -> ir.Cluster:
+    limits = cluster.circuit_breakers
+    out = cluster
+    if pool.HasField("tcp"):
+        tcp = pool.tcp
+        if tcp.max_connections > 0:
+            limits = replace(limits, max_connections=tcp.max_connections)
+        if tcp.HasField("connect_timeout"):
+            out = replace(out, connect_timeout_ms=_ms(tcp.connect_timeout))
+        if tcp.HasField("tcp_keepalive"):
+            ka = tcp.tcp_keepalive
+            out = replace(
+                out,
+                tcp_keepalive=ir.TcpKeepalive(
+                    probes=ka.probes or None,
+                    time_s=ka.time.seconds if ka.HasField("time") else None,
+                    interval_s=ka.interval.seconds if ka.HasField("interval") else None,
+                ),
+            )
+    if pool.HasField("http"):
+        http = pool.http
+        if http.http1_max_pending_requests > 0:
+            limits = replace(limits, max_pending_requests=http.http1_max_pending_requests)
+        if http.http2_max_requests > 0:
+            limits = replace(limits, max_requests=http.http2_max_requests)
+        if http.max_retries > 0:
+            limits = replace(limits, max_retries=http.max_retries)
+        if http.max_requests_per_connection > 0:
+            out = replace(out, max_requests_per_connection=http.max_requests_per_connection)
+        if http.HasField("idle_timeout"):
+            out = replace(out, idle_timeout_ms=_ms(http.idle_timeout))
+        if http.h2_upgrade_policy == dr_pb.ConnectionPoolSettings.HTTPSettings.UPGRADE:
+            out = replace(out, http2=True)
+    return replace(out, circuit_breakers=limits)
+
+
+def _outlier(cluster: ir.Cluster, od: dr_pb.OutlierDetection) -> ir.Cluster:
+    consecutive_5xx = (
+        od.consecutive_5xx_errors.value if od.HasField("consecutive_5xx_errors") else None
+    )
+    if consecutive_5xx is None and od.consecutive_errors > 0:
+        consecutive_5xx = od.consecutive_errors  # the deprecated name, as Istio reads it
+    return replace(
+        cluster,
+        outlier=ir.OutlierDetection(
+            consecutive_5xx=consecutive_5xx,
+            consecutive_gateway_errors=od.consecutive_gateway_errors.value
+            if od.HasField("consecutive_gateway_errors")
+            else None,
+            interval_ms=_ms(od.interval) if od.HasField("interval") else None,
+            base_ejection_time_ms=_ms(od.base_ejection_time)
+            if od.HasField("base_ejection_time")
+            else None,
+            max_ejection_percent=od.max_ejection_percent or None,
+        ),
+        # Istio: minHealthPercent is the panic threshold (0 disables panic mode).
+        healthy_panic_threshold=od.min_health_percent,
+    )
+
+
+def _tls(
+    cluster: ir.Cluster,
+    tls: dr_pb.ClientTLSSettings,
+    rule: IstioObject,
+    credentials: Credentials,
+    diag: Diagnostics,
+) -> tuple[ir.Cluster, tuple[ir.SdsSecret, ...]]:
+    path = "spec.trafficPolicy.tls"  # also where subset/port-level policies point
+    if tls.mode == _TLS.DISABLE:
+        return replace(cluster, tls=None), ()
+    if tls.mode == _TLS.ISTIO_MUTUAL:
+        diag.error(
+            rule,
+            f"{path}.mode",
+            "ISTIO_MUTUAL is not supported (it needs the mesh's own certificates): "
+            "plaintext is used",
+        )
+        return replace(cluster, tls=None), ()
+    sans = tuple(san_match(s) for s in tls.subject_alt_names)
+    spec = ir.UpstreamTls(
+        sni=tls.sni,
+        subject_alt_names=sans,
+        insecure_skip_verify=tls.insecure_skip_verify.value,
+    )
+    secrets: list[ir.SdsSecret] = []
+    if tls.credential_name:
+        if tls.mode == _TLS.MUTUAL:
+            cert = credentials.certificate(tls.credential_name)
+            if isinstance(cert, Unusable):
+                diag.error(rule, f"{path}.credentialName", f"{cert.reason}: the cluster has no TLS")
+                return cluster, ()  # the cluster stays, without TLS it would fail anyway
+            secrets.append(cert)
+            spec = replace(spec, certificate_secret=cert.name)
+        ca = credentials.ca(tls.credential_name)
+        if isinstance(ca, Unusable):
+            if tls.mode == _TLS.MUTUAL:
+                diag.error(
+                    rule, f"{path}.credentialName", f"{ca.reason}: the upstream is not verified"
+                )
+        else:
+            secrets.append(ca)
+            spec = replace(spec, ca_secret=ca.name)
+    else:
+        if tls.mode == _TLS.MUTUAL and not (tls.client_certificate and tls.private_key):
+            diag.error(
+                rule,
+                path,
+                "MUTUAL needs clientCertificate and privateKey (or credentialName): "
+                "the upstream gets no client certificate",
+            )
+        spec = replace(
+            spec,
+            certificate_file=tls.client_certificate if tls.mode == _TLS.MUTUAL else "",
+            private_key_file=tls.private_key if tls.mode == _TLS.MUTUAL else "",
+            ca_file=tls.ca_certificates,
+        )
+    return replace(cluster, tls=spec), tuple(secrets)
