@@ -209,3 +209,30 @@ def test_outlier_detection_leaves_unset_errors_off() -> None:
     assert out.enforcing_consecutive_5xx.value == 0  # not asked for: Envoy's default 5 stays off
     assert out.enforcing_success_rate.value == 0
     assert cluster.healthy_panic_threshold == 0  # Istio: minHealthPercent unset -> 0
+
+
+def test_fields_not_translated_are_warned_about_where_they_are() -> None:
+    config = config_of(
+        service("web"),
+        rule(
+            "web",
+            "default",
+            """{host: web, workloadSelector: {matchLabels: {app: x}},
+                trafficPolicy: {connectionPool: {tcp: {idleTimeout: 1s}},
+                  loadBalancer: {simple: RANDOM, localityLbSetting: {enabled: true}}},
+                subsets: [{name: a, labels: {v: a}, trafficPolicy: {portLevelSettings: [
+                  {port: {number: 80}, outlierDetection: {splitExternalLocalOriginErrors: true}}]}}]}""",
+        ),
+    )
+    problems = translate(config, GATEWAY).status
+    assert [(p.field, p.severity) for p in problems] == [
+        (
+            "spec.subsets[0].trafficPolicy.portLevelSettings[0].outlierDetection.splitExternalLocalOriginErrors",
+            "warning",
+        ),
+        ("spec.trafficPolicy.connectionPool.tcp.idleTimeout", "warning"),
+        ("spec.trafficPolicy.loadBalancer.localityLbSetting", "warning"),
+        ("spec.workloadSelector", "warning"),
+    ]
+    # What is supported still applies.
+    assert clusters_of(config)["outbound|80||web.default.svc.cluster.local"].lb_policy == "RANDOM"

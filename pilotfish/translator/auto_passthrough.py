@@ -29,19 +29,20 @@ class Target:
 
 
 def auto_passthrough_targets(bound: BoundServer, registry: ServiceRegistry) -> list[Target]:
-    """A chain and an SNI-DNAT cluster per service port the server's hosts cover.
-
-    Subsets (`outbound_.<port>_.<subset>_.<fqdn>`) come with DestinationRule subsets, a
-    later issue; until then only the service itself is reachable.
-    """
+    """A chain and an SNI-DNAT cluster per service port the server's hosts cover, and per
+    DestinationRule subset of it (`outbound_.<port>_.<subset>_.<fqdn>`, the subset's
+    endpoints)."""
     targets = []
     for service in registry.services():
-        if not _covered(bound, service):
-            continue
+        if not _covered(bound, service) or service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+            continue  # SNI-DNAT clusters are EDS: a name to resolve has no place there
+        rule = registry.destination_rule(service.hostname)
+        subsets = [(s.name, dict(s.labels)) for s in rule.spec.subsets] if rule else []
         for port in service.ports:
             if port_protocol(port) == "UDP":
                 continue
             targets.append(_target(service, port, registry))
+            targets.extend(_target(service, port, registry, n, labels) for n, labels in subsets)
     return targets
 
 
@@ -52,13 +53,19 @@ def _covered(bound: BoundServer, service: RegistryService) -> bool:
     )
 
 
-def _target(service: RegistryService, port: ServicePort, registry: ServiceRegistry) -> Target:
-    name = sni_dnat_name(port.port, service.hostname)
+def _target(
+    service: RegistryService,
+    port: ServicePort,
+    registry: ServiceRegistry,
+    subset: str = "",
+    labels: dict[str, str] | None = None,
+) -> Target:
+    name = sni_dnat_name(port.port, service.hostname, subset)
     cluster = ir.WeightedCluster(name, 0)
     return Target(
         chain=ir.TcpFilterChain(
             stat_prefix=name, clusters=(cluster,), match=ir.ChainMatch(server_names=(name,))
         ),
         cluster=ir.Cluster(name),
-        load_assignment=ir.LoadAssignment(name, registry.endpoints(service, port)),
+        load_assignment=ir.LoadAssignment(name, registry.endpoints(service, port, labels)),
     )

@@ -9,8 +9,10 @@ UpstreamTlsContext. Problems are reported on the rule, at the field.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import cast
 
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
 
 from pilotfish.api.networking.v1alpha3 import destination_rule_pb2 as dr_pb
 from pilotfish.model.objects import IstioObject
@@ -199,3 +201,78 @@ def _tls(
             ca_file=tls.ca_certificates,
         )
     return replace(cluster, tls=spec), tuple(secrets)
+
+
+# Fields pilotfish parses but does not translate: said out loud, not silently dropped.
+_UNSUPPORTED: dict[str, tuple[str, ...]] = {
+    "": ("tunnel", "proxy_protocol", "retry_budget"),
+    "load_balancer": (
+        "locality_lb_setting",
+        "zone_aware_lb_setting",
+        "warmup",
+        "warmup_duration_secs",
+    ),
+    "connection_pool.tcp": ("max_connection_duration", "idle_timeout"),
+    "connection_pool.http": ("max_concurrent_streams", "use_client_protocol", "http2_keep_alive"),
+    "outlier_detection": (
+        "consecutive_local_origin_failures",
+        "split_external_local_origin_errors",
+        "outlier_detection_http_error_codes",
+    ),
+    "tls": ("ca_crl",),
+}
+
+
+def warn_unsupported(rule: IstioObject, diag: Diagnostics) -> None:
+    spec = cast(dr_pb.DestinationRule, rule.spec)
+    if spec.HasField("workload_selector"):
+        diag.warning(
+            rule, "spec.workloadSelector", "not supported yet: the rule applies to every proxy"
+        )
+    policies: list[tuple[str, Message]] = []
+    if spec.HasField("traffic_policy"):
+        policies.append(("spec.trafficPolicy", spec.traffic_policy))
+        policies.extend(
+            (f"spec.trafficPolicy.portLevelSettings[{i}]", p)
+            for i, p in enumerate(spec.traffic_policy.port_level_settings)
+        )
+    for s, subset in enumerate(spec.subsets):
+        if subset.HasField("traffic_policy"):
+            base = f"spec.subsets[{s}].trafficPolicy"
+            policies.append((base, subset.traffic_policy))
+            policies.extend(
+                (f"{base}.portLevelSettings[{i}]", p)
+                for i, p in enumerate(subset.traffic_policy.port_level_settings)
+            )
+    for base, policy in policies:
+        for where, names in _UNSUPPORTED.items():
+            message: Message | None = policy
+            for part in where.split(".") if where else ():
+                if message is None or part not in message.DESCRIPTOR.fields_by_name:
+                    message = None
+                    break
+                message = getattr(message, part) if message.HasField(part) else None
+            if message is None:
+                continue
+            for name in names:
+                field = message.DESCRIPTOR.fields_by_name.get(name)
+                if field is None:
+                    continue
+                is_set = (
+                    len(getattr(message, name)) > 0
+                    if field.is_repeated
+                    else message.HasField(name)
+                    if field.message_type is not None
+                    else bool(getattr(message, name))
+                )
+                if is_set:
+                    path = ".".join(filter(None, (base, _json(where), _json(name))))
+                    diag.warning(rule, path, "not supported yet: ignored")
+
+
+def _json(path: str) -> str:
+    def one(name: str) -> str:
+        head, *rest = name.split("_")
+        return head + "".join(p.title() for p in rest)
+
+    return ".".join(one(p) for p in path.split(".")) if path else ""

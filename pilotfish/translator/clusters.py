@@ -9,15 +9,17 @@ Envoy resolves them); NONE is EDS on a router, as Istio gives gateways.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import cast
 
+from pilotfish.api.networking.v1alpha3 import service_entry_pb2 as se_pb
 from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.configset import ConfigSet
 from pilotfish.model.objects import IstioObject, ServicePort
 from pilotfish.translator import ir
-from pilotfish.translator.cluster_policy import apply_policy
+from pilotfish.translator.cluster_policy import apply_policy, warn_unsupported
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.hosts import fqdn
 from pilotfish.translator.registry import (
@@ -57,6 +59,8 @@ def build_outbound_clusters(
     routers). Each EDS cluster gets a load assignment, possibly empty: Envoy then answers
     503 "no healthy upstream", which is the truth."""
     out = OutboundClusters()
+    for applied in registry.destination_rules.all():
+        warn_unsupported(applied.rule, diag)
     for service in registry.services():
         if service.resolution not in _DISCOVERY:
             if service.entry is not None:
@@ -102,6 +106,8 @@ def _add(
         labels = dict(found[1].labels) if found else {}
     endpoints = registry.endpoints(service, port, labels)
     discovery = _DISCOVERY[service.resolution]
+    if discovery == "EDS" and service.entry is not None:
+        endpoints = _ip_endpoints(service.entry, endpoints, diag)
     cluster = ir.Cluster(
         name,
         http2=port_protocol(port) in HTTP2_PROTOCOLS,
@@ -120,6 +126,28 @@ def _add(
     if cluster.discovery == "EDS":
         out.load_assignments.append(ir.LoadAssignment(name, endpoints))
     return endpoints
+
+
+def _ip_endpoints(
+    entry: IstioObject, endpoints: tuple[ir.Endpoint, ...], diag: Diagnostics
+) -> tuple[ir.Endpoint, ...]:
+    """EDS carries addresses, not names (Envoy would refuse the whole assignment): a
+    STATIC or NONE ServiceEntry's endpoint that is not an IP address is left out."""
+    kept = []
+    for e in endpoints:
+        try:
+            ipaddress.ip_address(e.address)
+        except ValueError:
+            diag.error(
+                entry,
+                "spec.endpoints",
+                f"endpoint {e.address!r} is not an IP address (resolution "
+                f"{se_pb.ServiceEntry.Resolution.Name(cast(se_pb.ServiceEntry, entry.spec).resolution)}"
+                "): left out; use resolution DNS for names",
+            )
+            continue
+        kept.append(e)
+    return tuple(kept)
 
 
 def referenced_clusters(config: ir.ProxyConfig) -> set[str]:
