@@ -9,11 +9,15 @@ behaviour has its own host on the gateway's port-80 server:
   rest to the service, which hashes consistently on the `x-user` header;
 - flaky.example.com: a healthy echo server and one answering 500, with outlier detection;
 - secure.example.com: a Python TLS upstream, reached with DestinationRule tls SIMPLE, the
-  CA as a file, and the sni the certificate is for.
+  CA as a file, and the sni the certificate is for;
+- mutual.example.com: a TLS upstream that requires a client certificate, reached with tls
+  MUTUAL and a credentialName: the certificate, key and CA come over SDS from a Secret in
+  the gateway's namespace (istio-system).
 """
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import ssl
 from collections import Counter
@@ -26,7 +30,7 @@ import pytest
 import yaml
 
 from pilotfish.bootstrap import BootstrapOptions, render_bootstrap
-from testsupport.certs import issue, make_ca
+from testsupport.certs import CertKey, issue, make_ca
 from testsupport.envoy import EnvoyProcess
 from testsupport.http import Response, request
 from testsupport.pilotfish import InProcessPilotfish
@@ -126,6 +130,7 @@ class World:
     healthy: EchoHttpServer
     failing: EchoHttpServer
     secure: TlsEchoServer
+    mutual: TlsEchoServer
 
     def get(self, host: str, path: str, headers: dict[str, str] | None = None) -> Response:
         return request(
@@ -152,6 +157,8 @@ def config_docs(
     httpbin: HttpbinServer,
     servers: dict[str, EchoHttpServer],
     ca_file: Path,
+    client: CertKey,
+    ca: CertKey,
 ) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = [
         {
@@ -256,6 +263,34 @@ def config_docs(
             },
         ),
         virtual_service("secure", "secure.example.com", [route("secure")]),
+        # Upstream mutual TLS with a credential served over SDS.
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "upstream-client", "namespace": "istio-system"},
+            "type": "Opaque",
+            "data": {
+                "tls.crt": base64.b64encode(client.cert_pem).decode(),
+                "tls.key": base64.b64encode(client.key_pem).decode(),
+                "ca.crt": base64.b64encode(ca.cert_pem).decode(),
+            },
+        },
+        service("mutual", 443, {"app": "mutual"}),
+        endpoint_slice("mutual", "mutual-1", servers["mutual"].port, "mutual-pod"),
+        destination_rule(
+            "mutual",
+            {
+                "host": "mutual",
+                "trafficPolicy": {
+                    "tls": {
+                        "mode": "MUTUAL",
+                        "credentialName": "upstream-client",
+                        "sni": "mutual.internal",
+                    }
+                },
+            },
+        ),
+        virtual_service("mutual", "mutual.example.com", [route("mutual")]),
     ]
     return docs
 
@@ -268,6 +303,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     ca_file = pki / "ca.pem"
     ca_file.write_bytes(ca.cert_pem)
     gateway_port = free_port()
+    requiring = server_context(issue(ca, ["mutual.internal"]))
+    requiring.verify_mode = ssl.CERT_REQUIRED  # no client certificate, no handshake
+    requiring.load_verify_locations(cadata=ca.cert_pem.decode())
+    client = issue(ca, ["gateway.client"], client=True)
     with (
         HttpbinServer() as httpbin,
         EchoHttpServer("v1") as v1,
@@ -275,9 +314,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         EchoHttpServer("healthy") as healthy,
         EchoHttpServer("failing", status=500) as failing,
         TlsEchoServer("secure", server_context(issue(ca, ["secure.internal"]))) as secure,
+        TlsEchoServer("mutual", requiring) as mutual,
     ):
-        servers = {"v1": v1, "v2": v2, "healthy": healthy, "failing": failing, "secure": secure}
-        docs = config_docs(gateway_port, httpbin, servers, ca_file)
+        servers = {
+            "v1": v1,
+            "v2": v2,
+            "healthy": healthy,
+            "failing": failing,
+            "secure": secure,
+            "mutual": mutual,
+        }
+        docs = config_docs(gateway_port, httpbin, servers, ca_file, client, ca)
         (config_dir / "config.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
         with InProcessPilotfish(config_dir) as pilotfish:
             bootstrap = render_bootstrap(
@@ -292,7 +339,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             )
             with EnvoyProcess(bootstrap, name="ingress") as envoy:
                 envoy.wait_ready()
-                world = World(gateway_port, envoy, v1, v2, healthy, failing, secure)
+                world = World(gateway_port, envoy, v1, v2, healthy, failing, secure, mutual)
                 world.wait_status("echo.example.com", "/v1", 200)
                 yield world
 
@@ -358,3 +405,11 @@ def test_upstream_tls_simple_reaches_a_tls_upstream(world: World) -> None:
     assert world.secure.requests[-1].path == "/hello"
     cluster = "outbound|443||secure.default.svc.cluster.local"
     assert world.envoy.stat(f"cluster.{cluster}.ssl.handshake") >= 1
+
+
+def test_upstream_mutual_tls_with_a_credential_over_sds(world: World) -> None:
+    response = world.wait_status("mutual.example.com", "/both-ways", 200)
+    assert response.headers["x-echo-server"] == "mutual"
+    assert world.mutual.requests[-1].path == "/both-ways"
+    secrets = world.envoy.dynamic_secrets()
+    assert {"kubernetes://upstream-client", "kubernetes://upstream-client-cacert"} <= set(secrets)

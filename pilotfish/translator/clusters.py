@@ -133,17 +133,19 @@ def _ip_endpoints(
 ) -> tuple[ir.Endpoint, ...]:
     """EDS carries addresses, not names (Envoy would refuse the whole assignment): a
     STATIC or NONE ServiceEntry's endpoint that is not an IP address is left out."""
+    spec = cast(se_pb.ServiceEntry, entry.spec)
+    resolution = se_pb.ServiceEntry.Resolution.Name(spec.resolution)
     kept = []
     for e in endpoints:
         try:
             ipaddress.ip_address(e.address)
         except ValueError:
+            index = next(i for i, we in enumerate(spec.endpoints) if we.address == e.address)
             diag.error(
                 entry,
-                "spec.endpoints",
-                f"endpoint {e.address!r} is not an IP address (resolution "
-                f"{se_pb.ServiceEntry.Resolution.Name(cast(se_pb.ServiceEntry, entry.spec).resolution)}"
-                "): left out; use resolution DNS for names",
+                f"spec.endpoints[{index}].address",
+                f"{e.address!r} is not an IP address (resolution {resolution}): "
+                "left out; use resolution DNS for names",
             )
             continue
         kept.append(e)
