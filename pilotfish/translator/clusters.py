@@ -62,6 +62,15 @@ def build_outbound_clusters(
     for applied in registry.destination_rules.all():
         warn_unsupported(applied.rule, diag)
     for service in registry.services():
+        entry = cast(se_pb.ServiceEntry, service.entry.spec) if service.entry else None
+        if entry is not None and entry.HasField("workload_selector"):
+            assert service.entry is not None
+            diag.warning(
+                service.entry,
+                "spec.workloadSelector",
+                "not supported yet (WorkloadEntries and Pods are not selected): "
+                "only the entry's own endpoints are used",
+            )
         if service.resolution not in _DISCOVERY:
             if service.entry is not None:
                 diag.warning(

@@ -52,6 +52,9 @@ def cluster(spec: ir.Cluster) -> cluster_pb2.Cluster:
     elif spec.discovery in ("STRICT_DNS", "LOGICAL_DNS"):
         # IPv4 only, as Istio on a single-stack cluster: `localhost` must not become ::1.
         out.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
+        # Istio's: re-resolve every 60 s (its mesh default), sooner when the TTL says so.
+        out.dns_refresh_rate.CopyFrom(millis(60_000))
+        out.respect_dns_ttl = True
         out.load_assignment.CopyFrom(
             load_assignment(ir.LoadAssignment(spec.name, spec.dns_endpoints))
         )
