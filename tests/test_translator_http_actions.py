@@ -82,12 +82,27 @@ def test_destination_headers_go_on_the_weighted_cluster_or_the_single_route() ->
     assert [h.header.key for h in envoy_route(single).response_headers_to_add] == ["x-d"]
 
 
-def test_host_header_cannot_be_set() -> None:
-    routes, problems = translate_vs(
-        f"  - headers: {{request: {{set: {{host: x}}}}}}\n    {ROUTE}\n"
+def test_setting_host_rewrites_the_authority_as_istio() -> None:
+    (route,) = ok(f"  - headers: {{request: {{set: {{Host: backend.internal}}}}}}\n    {ROUTE}\n")
+    assert route.headers.request.set == ()
+    assert envoy_route(route).route.host_rewrite_literal == "backend.internal"
+    (split,) = ok(
+        """\
+  - route:
+    - {destination: {host: httpbin}, weight: 50, headers: {request: {set: {":authority": a.internal}}}}
+    - {destination: {host: httpbin-v2}, weight: 50}
+"""
     )
-    assert routes[0].headers.request.set == ()
-    assert located(problems) == [("error", "spec.http[0].headers.request")]
+    first, second = envoy_route(split).route.weighted_clusters.clusters
+    assert (first.host_rewrite_literal, second.host_rewrite_literal) == ("a.internal", "")
+
+
+def test_pseudo_headers_and_adding_host_are_refused() -> None:
+    routes, problems = translate_vs(
+        f"  - headers: {{request: {{add: {{host: x}}, remove: [':path']}}}}\n    {ROUTE}\n"
+    )
+    assert routes[0].headers == ir.Headers()
+    assert located(problems) == [("error", "spec.http[0].headers.request")] * 2
 
 
 def test_redirect() -> None:
@@ -106,6 +121,8 @@ def test_redirect() -> None:
     )
     (default,) = ok("  - redirect: {uri: /x}\n")
     assert envoy_route(default).redirect.response_code == rc_pb.RedirectAction.MOVED_PERMANENTLY
+    (prefixed,) = ok("  - redirect: {prefixRewrite: /v2/}\n")
+    assert envoy_route(prefixed).redirect.prefix_rewrite == "/v2/"
     (derived,) = ok("  - redirect: {derivePort: FROM_REQUEST_PORT}\n")
     assert derived.redirect == ir.Redirect(port=GATEWAY.port)
 

@@ -47,6 +47,7 @@ GRPC_STATUS = {
 
 # Envoy refuses a RouteConfiguration that changes these through headers_to_add/remove.
 _RESTRICTED = ("host",)
+_AUTHORITY = ("host", ":authority")
 
 FULL = 1_000_000  # 100% in Envoy's FractionalPercent MILLION denominator
 
@@ -59,14 +60,22 @@ def per_million(percent: vs_pb.Percent | None) -> int:
 
 
 def headers(spec: vs_pb.Headers, vs: IstioObject, path: str, diag: Diagnostics) -> ir.Headers:
+    authority = ""
+    if spec.HasField("request"):
+        for name, value in spec.request.set.items():
+            if name.lower() in _AUTHORITY:
+                authority = value
+
     def ops(o: vs_pb.Headers.HeaderOperations, where: str) -> ir.HeaderOperations:
         def ok(name: str) -> bool:
+            if where == "request" and name in o.set and name.lower() in _AUTHORITY:
+                return False  # the authority, above
             if name.startswith(":") or name.lower() in _RESTRICTED:
                 diag.error(
                     vs,
                     f"{path}.{where}",
-                    f"header {name} cannot be changed this way (Envoy refuses it; use "
-                    "rewrite.authority for the host): ignored",
+                    f"header {name} cannot be changed this way (Envoy refuses it; "
+                    "`set` it, or use rewrite.authority, for the host): ignored",
                 )
                 return False
             return True
@@ -82,6 +91,7 @@ def headers(spec: vs_pb.Headers, vs: IstioObject, path: str, diag: Diagnostics) 
         response=ops(spec.response, "response")
         if spec.HasField("response")
         else ir.HeaderOperations(),
+        authority=authority,
     )
 
 
@@ -90,6 +100,13 @@ def redirect(
 ) -> ir.Redirect | None:
     spec = rule.redirect
     code = spec.redirect_code or 301
+    if spec.uri and spec.prefix_rewrite:
+        diag.error(
+            vs,
+            f"{path}.redirect",
+            "uri and prefixRewrite cannot both be set (Envoy takes one): rule skipped",
+        )
+        return None
     if code not in REDIRECT_CODES:
         diag.error(
             vs,
@@ -106,6 +123,7 @@ def redirect(
         redirect_port = port
     return ir.Redirect(
         path=spec.uri,
+        prefix=spec.prefix_rewrite,
         host=spec.authority,
         port=redirect_port,
         scheme=spec.scheme,

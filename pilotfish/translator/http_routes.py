@@ -153,7 +153,11 @@ def _merge_headers(rule: ir.Headers, dest: ir.Headers) -> ir.Headers:
             set=(*a.set, *b.set), add=(*a.add, *b.add), remove=(*a.remove, *b.remove)
         )
 
-    return ir.Headers(merge(rule.request, dest.request), merge(rule.response, dest.response))
+    return ir.Headers(
+        merge(rule.request, dest.request),
+        merge(rule.response, dest.response),
+        authority=dest.authority or rule.authority,
+    )
 
 
 def _separated(match: ir.RouteMatch) -> ir.RouteMatch:

@@ -63,10 +63,13 @@ class HeaderOperations:
 class Headers:
     request: HeaderOperations = HeaderOperations()
     response: HeaderOperations = HeaderOperations()
+    # `request.set` of host/:authority: Envoy cannot set it as a header; as Istio, it
+    # becomes the upstream request's authority (host_rewrite_literal).
+    authority: str = ""
 
     @property
     def is_empty(self) -> bool:
-        return self.request.is_empty and self.response.is_empty
+        return self.request.is_empty and self.response.is_empty and not self.authority
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ RedirectCode = Literal[301, 302, 303, 307, 308]
 @dataclass(frozen=True)
 class Redirect:
     path: str = ""  # "" keeps the request's path
+    prefix: str = ""  # replaces the matched prefix instead (HTTPRedirect.prefix_rewrite)
     host: str = ""
     port: int | None = None
     scheme: str = ""

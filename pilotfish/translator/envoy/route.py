@@ -70,6 +70,8 @@ def redirect_action(spec: ir.Redirect) -> rc_pb.RedirectAction:
         out.scheme_redirect = spec.scheme
     if spec.path:
         out.path_redirect = spec.path
+    elif spec.prefix:
+        out.prefix_rewrite = spec.prefix
     if spec.port is not None:
         out.port_redirect = spec.port
     return out
@@ -160,8 +162,10 @@ def route_action(spec: ir.Route) -> rc_pb.RouteAction:
         action.weighted_clusters.CopyFrom(
             rc_pb.WeightedCluster(clusters=[_cluster_weight(c) for c in spec.clusters])
         )
+    if spec.headers.authority:
+        action.host_rewrite_literal = spec.headers.authority
     if spec.rewrite is not None:
-        _rewrite(action, spec.rewrite)
+        _rewrite(action, spec.rewrite)  # rewrite.authority wins over a set host header
     for mirror in spec.mirrors:
         action.request_mirror_policies.append(
             rc_pb.RouteAction.RequestMirrorPolicy(
@@ -199,6 +203,8 @@ def _cluster_weight(spec: ir.WeightedCluster) -> rc_pb.WeightedCluster.ClusterWe
         name=spec.cluster, weight=UInt32Value(value=spec.weight)
     )
     _add_headers(out, spec.headers)
+    if spec.headers.authority:
+        out.host_rewrite_literal = spec.headers.authority
     return out
 
 
