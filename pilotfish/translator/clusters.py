@@ -117,6 +117,13 @@ def _add(
     discovery = _DISCOVERY[service.resolution]
     if discovery == "EDS" and service.entry is not None:
         endpoints = _ip_endpoints(service.entry, endpoints, diag)
+    if discovery == "LOGICAL_DNS" and len(endpoints) > 1 and service.entry is not None:
+        diag.warning(
+            service.entry,
+            "spec.endpoints",
+            f"DNS_ROUND_ROBIN resolves one name (Envoy's LOGICAL_DNS): only "
+            f"{endpoints[0].address} is used",
+        )
     cluster = ir.Cluster(
         name,
         http2=port_protocol(port) in HTTP2_PROTOCOLS,
