@@ -274,3 +274,43 @@ def test_a_relist_with_no_change_pushes_nothing(cluster: Cluster) -> None:
     assert {t: after[t] for t in ("cds", "eds", "lds")} == {
         t: before[t] for t in ("cds", "eds", "lds")
     }
+
+
+def test_a_pods_labels_decide_its_endpoints_subset(cluster: Cluster) -> None:
+    """Pods are watched: relabelling the Pod behind an endpoint moves it into a subset."""
+    rule = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "httpbin", "namespace": "default"},
+        "spec": {"host": "httpbin", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]},
+    }
+
+    def pod(version: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "httpbin-0",
+                "namespace": "default",
+                "labels": {"app": "httpbin", "version": version},
+            },
+            "status": {"podIP": "127.0.0.1"},
+        }
+
+    slice_ = endpoint_slice(cluster.httpbin.port)
+    slice_["endpoints"][0]["targetRef"] = {"kind": "Pod", "name": "httpbin-0"}
+    to_subset = virtual_service("/status")
+    to_subset["spec"]["http"][0]["route"][0]["destination"]["subset"] = "v1"
+    cluster.kube.add(rule)
+    cluster.kube.add(pod("v2"))
+    try:
+        cluster.kube.update(slice_)
+        cluster.kube.update(to_subset)
+        cluster.wait_status("/status/200", 503)  # the subset's only candidate is v2
+        cluster.kube.update(pod("v1"))
+        cluster.wait_status("/status/200", 200)
+        subset = "outbound|8000|v1|httpbin.default.svc.cluster.local"
+        assert cluster.envoy.healthy_hosts(subset) == [f"127.0.0.1:{cluster.httpbin.port}"]
+    finally:
+        cluster.kube.delete(pod("v1"))
+        cluster.kube.delete(rule)
