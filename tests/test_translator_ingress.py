@@ -13,6 +13,7 @@ from pilotfish.model.documents import parse_manifest_text
 from pilotfish.model.objects import Ingress, IngressBackend, IngressClass, IngressPath, ObjectMeta
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.ingress import _uri, ingress_objects, is_istio_ingress
+from pilotfish.translator.validate import validation_report
 
 CLASSES = {
     "mesh-edge": IngressClass(ObjectMeta("mesh-edge", ""), "istio.io/ingress-controller"),
@@ -127,3 +128,21 @@ def test_gateways_and_one_virtual_service_per_host() -> None:
     assert spec.http[2].match[0].uri.WhichOneof("match_type") == "exact"
     assert {r.route[0].destination.host for r in spec.http} == {"web.apps.svc.cluster.local"}
     assert {r.route[0].destination.port.number for r in spec.http} == {80}
+
+
+def test_validate_checks_ingresses_without_any_gateway() -> None:
+    only_ingress = """\
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: a, namespace: apps, annotations: {kubernetes.io/ingress.class: istio}}
+spec:
+  rules:
+  - http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {name: grpc}}}}
+"""
+    config = build_config_set([parse_manifest_text(only_ingress, "ingress.yaml")])
+    report = validation_report(config)
+    assert [(e["kind"], e["field"]) for e in report] == [
+        ("Ingress", "spec.rules[0].http.paths[0].backend.service.port.name")
+    ]

@@ -9,6 +9,8 @@ from pilotfish.api.networking.v1alpha3 import gateway_pb2 as gw_pb
 from pilotfish.model.configset import ConfigSet
 from pilotfish.model.errors import ConfigError
 from pilotfish.node_id import NodeId
+from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.ingress import with_ingresses
 from pilotfish.translator.proxy import Proxy
 from pilotfish.translator.registry import ServiceRegistry
 from pilotfish.translator.translate import translate
@@ -22,7 +24,8 @@ def implied_gateway_proxies(config: ConfigSet) -> list[Proxy]:
     installs its gateways (a Gateway itself often lives in `default`)."""
     registry = ServiceRegistry(config)
     proxies: dict[tuple[str, tuple[tuple[str, str], ...]], Proxy] = {}
-    for gateway in config.istio("Gateway"):
+    # Istio's Ingresses imply the ingress gateway too, even with no Gateway written.
+    for gateway in with_ingresses(config, Diagnostics()).istio("Gateway"):
         labels = dict(cast(gw_pb.Gateway, gateway.spec).selector)
         fronting = [
             s
