@@ -3,6 +3,8 @@ delegation and source matching: VirtualService -> IR -> Envoy route protos."""
 
 from __future__ import annotations
 
+import pytest
+import yaml
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc_pb
 from envoy.config.route.v3 import route_components_pb2 as rc_pb
@@ -11,12 +13,14 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb,
 )
+from google.protobuf import json_format
 
+from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.configset import build_config_set
 from pilotfish.model.documents import parse_manifest_text
 from pilotfish.model.objects import IstioObject
 from pilotfish.translator import ir
-from pilotfish.translator.delegation import expand
+from pilotfish.translator.delegation import expand, merge_match
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.envoy import route as route_builder
 from pilotfish.translator.envoy.listener import filter_chain
@@ -322,3 +326,35 @@ def test_delegate_rules_are_anded_with_the_root() -> None:
         ("root", "error", "spec.http[1].delegate")
     ]
     assert len(expand(root, lambda ns, name: None, Diagnostics())) == 1
+
+
+def _match(yaml_text: str) -> vs_pb.HTTPMatchRequest:
+    match = vs_pb.HTTPMatchRequest()
+    json_format.ParseDict(yaml.safe_load(yaml_text), match)
+    return match
+
+
+@pytest.mark.parametrize(
+    ("root", "inner", "merged"),
+    [
+        ("{uri: {prefix: /a}}", "{uri: {exact: /a/b}}", "{uri: {exact: /a/b}}"),
+        ("{uri: {prefix: /a}}", "{uri: {prefix: /b}}", None),  # outside the root's prefix
+        ("{uri: {exact: /a}}", "{uri: {prefix: /a}}", None),  # wider than the root
+        (
+            "{uri: {prefix: /a}}",
+            "{method: {exact: GET}}",
+            "{uri: {prefix: /a}, method: {exact: GET}}",
+        ),
+        ("{headers: {x: {exact: '1'}}}", "{headers: {x: {exact: '2'}}}", None),
+        (
+            "{headers: {x: {exact: '1'}}}",
+            "{headers: {y: {exact: '2'}}}",
+            "{headers: {x: {exact: '1'}, y: {exact: '2'}}}",
+        ),
+        ("{port: 80}", "{port: 8080}", None),
+        ("{name: r, gateways: [gw]}", "{name: d}", "{name: r-d, gateways: [gw]}"),
+    ],
+)
+def test_delegate_match_merging(root: str, inner: str, merged: str | None) -> None:
+    expected = None if merged is None else _match(merged)
+    assert merge_match(_match(root), _match(inner)) == expected
