@@ -123,6 +123,8 @@ class DestinationRules:
         return [AppliedRule(r, h) for rules in self._by_namespace.values() for h, r in rules]
 
     def for_host(self, hostname: str, service_namespace: str) -> AppliedRule | None:
+        if not self._by_namespace:
+            return None
         order = (self.proxy_namespace or service_namespace, service_namespace, ROOT_NAMESPACE)
         for namespace in dict.fromkeys(order):
             found = _most_specific(self._by_namespace.get(namespace, []), hostname)

@@ -111,6 +111,7 @@ class ServiceRegistry:
         proxy_namespace: str | None = None,  # None: everything, whatever its exportTo
     ) -> None:
         self.destination_rules = DestinationRules(config, proxy_namespace, domain_suffix)
+        self._rule_cache: dict[str, AppliedRule | None] = {}
         self._by_host: dict[str, RegistryService] = {}
         for entry in config.istio("ServiceEntry"):  # oldest first: the first one wins a host
             spec = cast(se_pb.ServiceEntry, entry.spec)
@@ -139,9 +140,11 @@ class ServiceRegistry:
 
     def destination_rule(self, hostname: str) -> AppliedRule | None:
         """The DestinationRule in force for a host, as the proxy sees it."""
-        service = self._by_host.get(hostname)
-        namespace = service.namespace if service else ""
-        return self.destination_rules.for_host(hostname, namespace)
+        if hostname not in self._rule_cache:  # asked per port, subset and route: once each
+            service = self._by_host.get(hostname)
+            namespace = service.namespace if service else ""
+            self._rule_cache[hostname] = self.destination_rules.for_host(hostname, namespace)
+        return self._rule_cache[hostname]
 
     def hash_policy(self, clusters: Iterable[ir.WeightedCluster]) -> ir.HashPolicy | None:
         """The consistent-hash key of a route's destinations' DestinationRules: Istio puts
