@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pilotfish.model.configset import ConfigSet, build_config_set
 from pilotfish.model.documents import parse_manifest_text
 from pilotfish.model.objects import Pod
+from pilotfish.translator.destination_rules import exported_to
 from pilotfish.translator.ir import Endpoint
 from pilotfish.translator.registry import ServiceRegistry, port_protocol
 
@@ -129,3 +132,18 @@ spec:
     )
     found = registry.lookup("web.default.svc.cluster.local")
     assert found is not None and found.entry is None
+
+
+@pytest.mark.parametrize(
+    ("export_to", "namespace", "visible"),
+    [
+        ([], "any", True),
+        (["*"], "any", True),
+        (["."], "team", True),
+        (["."], "other", False),
+        (["other"], "other", True),
+        (["~"], "team", False),
+    ],
+)
+def test_export_to(export_to: list[str], namespace: str, visible: bool) -> None:
+    assert exported_to(export_to, "team", namespace) is visible

@@ -30,10 +30,13 @@ _POLICY_FIELDS = ("load_balancer", "connection_pool", "outlier_detection", "tls"
 
 
 def exported_to(export_to: Iterable[str], own_namespace: str, namespace: str) -> bool:
-    """Istio's exportTo: unset or `*` is everywhere, `.` the object's own namespace."""
+    """Istio's exportTo: unset or `*` is everywhere, `.` the object's own namespace, `~`
+    nowhere."""
     targets = list(export_to)
     if not targets or "*" in targets:
         return True
+    if targets == ["~"]:
+        return False
     return any((t == "." and namespace == own_namespace) or t == namespace for t in targets)
 
 
