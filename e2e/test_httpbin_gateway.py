@@ -140,6 +140,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
 @pytest.fixture(autouse=True)
 def base_config(world: Deployment) -> Deployment:
     world.write_base_config()
+    # The base config has no problems: an empty report means pilotfish has applied it
+    # (traffic alone cannot tell: a previous test's invalid edit keeps the same routes
+    # in force, and its reload could land in the middle of the next test).
+    wait_until(
+        lambda: world.pilotfish.debug("/debug/config_status").json() == [],
+        message=lambda: (
+            f"base config never applied: {world.pilotfish.debug('/debug/config_status').text}"
+        ),
+    )
     world.wait_status("/status/418", 418)
     world.wait_status("/headers", 404)
     return world
