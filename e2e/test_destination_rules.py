@@ -6,7 +6,8 @@ behaviour has its own host on the gateway's port-80 server:
 - cb.example.com: httpbin behind Istio's circuit-breaking DestinationRule (SCENARIOS 9);
 - echo.example.com: two echo servers as two Pods labelled version v1 and v2 (their
   EndpointSlices point at the Pods by targetRef); `/v1`, `/v2` go to the subsets, the
-  rest to the service, which hashes consistently on the `x-user` header;
+  rest to the service, which hashes consistently on the `x-user` header; `/v9` names a
+  subset no rule defines;
 - flaky.example.com: a healthy echo server and one answering 500, with outlier detection;
 - secure.example.com: a Python TLS upstream, reached with DestinationRule tls SIMPLE, the
   CA as a file, and the sni the certificate is for;
@@ -131,6 +132,7 @@ class World:
     failing: EchoHttpServer
     secure: TlsEchoServer
     mutual: TlsEchoServer
+    pilotfish: InProcessPilotfish
 
     def get(self, host: str, path: str, headers: dict[str, str] | None = None) -> Response:
         return request(
@@ -223,7 +225,12 @@ def config_docs(
         virtual_service(
             "echo",
             "echo.example.com",
-            [route("echo", "/v1", "v1"), route("echo", "/v2", "v2"), route("echo")],
+            [
+                route("echo", "/v1", "v1"),
+                route("echo", "/v2", "v2"),
+                route("echo", "/v9", "v9"),  # no DestinationRule defines v9
+                route("echo"),
+            ],
         ),
         # Outlier detection: one endpoint answers 500.
         service("flaky", 80, {"app": "flaky"}),
@@ -339,7 +346,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             )
             with EnvoyProcess(bootstrap, name="ingress") as envoy:
                 envoy.wait_ready()
-                world = World(gateway_port, envoy, v1, v2, healthy, failing, secure, mutual)
+                world = World(
+                    gateway_port, envoy, v1, v2, healthy, failing, secure, mutual, pilotfish
+                )
                 world.wait_status("echo.example.com", "/v1", 200)
                 yield world
 
@@ -413,3 +422,14 @@ def test_upstream_mutual_tls_with_a_credential_over_sds(world: World) -> None:
     assert world.mutual.requests[-1].path == "/both-ways"
     secrets = world.envoy.dynamic_secrets()
     assert {"kubernetes://upstream-client", "kubernetes://upstream-client-cacert"} <= set(secrets)
+
+
+def test_a_route_to_an_undefined_subset_gets_503_and_only_that_route(world: World) -> None:
+    assert world.get("echo.example.com", "/v9").status == 503
+    (problem,) = [
+        p for p in world.pilotfish.debug("/debug/config_status").json() if p["name"] == "echo"
+    ]
+    assert (problem["kind"], problem["severity"]) == ("VirtualService", "error")
+    assert problem["field"] == "spec.http[2].route[0].destination.subset"
+    assert world.get("echo.example.com", "/v1").status == 200
+    assert world.get("echo.example.com", "/").status == 200
