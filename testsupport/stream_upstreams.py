@@ -12,34 +12,22 @@ import socket
 import socketserver
 import ssl
 import threading
-from types import TracebackType
-from typing import Self
 
+from testsupport.background_server import BackgroundServer
 from testsupport.certs import CertKey
 from testsupport.tls import server_context
 
 
-class _StreamServer:
+class _StreamServer(BackgroundServer):
     def __init__(self, name: str) -> None:
-        self.name = name
+        super().__init__(name)
         self.connections = 0
         self._lock = threading.Lock()
-        self._server: socketserver.ThreadingTCPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "server not started"
-        return int(self._server.server_address[1])
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
 
     def serve(self, conn: socket.socket) -> None:
         raise NotImplementedError
 
-    def start(self) -> Self:
+    def _make_server(self) -> socketserver.TCPServer:
         owner = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -50,33 +38,9 @@ class _StreamServer:
                 with contextlib.suppress(OSError, ssl.SSLError):
                     owner.serve(self.request)
 
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=self.name,
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        return server
 
 
 class TcpEchoServer(_StreamServer):

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Self
 
 from testsupport._process import ManagedProcess
+from testsupport.background_server import BackgroundServer
 from testsupport.http import request
 from testsupport.wait import wait_until
 
@@ -119,7 +120,7 @@ class EchoReply:
 Responder = Callable[[RecordedRequest], EchoReply]
 
 
-class EchoHttpServer:
+class EchoHttpServer(BackgroundServer):
     """A threaded stdlib HTTP/1.1 server that records every request it gets.
 
     It answers with ``reply`` (change it at any time), or with what ``responder`` returns
@@ -135,26 +136,16 @@ class EchoHttpServer:
         headers: Mapping[str, str] | None = None,
         responder: Responder | None = None,
     ) -> None:
+        super().__init__(f"echo-{name}")
         self.name = name
         self.reply = EchoReply(status, body, dict(headers or {}))
         self.responder = responder
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "server not started"
-        return int(self._server.server_address[1])
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -183,34 +174,10 @@ class EchoHttpServer:
             self._requests.append(req)
         return self.responder(req) if self.responder else self.reply
 
-    def start(self) -> Self:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # how long shutdown() may take
-            name=f"echo-{self.name}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _make_server(self) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        server.daemon_threads = True
+        return server
 
 
 def _make_handler(server: EchoHttpServer) -> type[BaseHTTPRequestHandler]:
