@@ -40,6 +40,14 @@ def snapshot_of(translation: Translation) -> Snapshot:
     )
 
 
+ProxyShape = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+def proxy_shape(proxy: Proxy) -> ProxyShape:
+    """All the translator reads of a proxy (its ID, IP and pod name do not change output)."""
+    return (proxy.type, proxy.namespace, tuple(sorted(proxy.labels.items())))
+
+
 class ControlPlane:
     def __init__(self, cache: SnapshotCache | None = None) -> None:
         self.cache = cache or SnapshotCache()
@@ -53,6 +61,9 @@ class ControlPlane:
         self._proxies: dict[str, Proxy] = {}
         self._proxy_status: dict[str, tuple[ConfigError, ...]] = {}
         self._reported: set[ConfigError] = set()
+        # Translation depends only on (type, namespace, labels): a fleet of identical
+        # gateway replicas is translated once per config, not once per proxy.
+        self._translations: dict[ProxyShape, tuple[Translation, Snapshot]] = {}
 
     # --- proxies ------------------------------------------------------------------------
 
@@ -86,17 +97,26 @@ class ControlPlane:
     def apply(self, config: ConfigSet) -> None:
         """Make `config` current and push whatever it changes to every connected proxy."""
         self.config = config
+        self._translations = {}
         metrics.CONFIG_RELOADS.inc()
         for proxy in self.proxies():
             self._update(proxy)
         self._report_status()
 
+    def _translated(self, proxy: Proxy) -> tuple[Translation, Snapshot]:
+        shape = proxy_shape(proxy)
+        found = self._translations.get(shape)
+        if found is None:
+            with metrics.TRANSLATION_SECONDS.time():
+                translation = translate(self.config, proxy)
+            found = self._translations[shape] = (translation, snapshot_of(translation))
+        return found
+
     def _update(self, proxy: Proxy) -> None:
-        with metrics.TRANSLATION_SECONDS.time():
-            translation = translate(self.config, proxy)
+        translation, snapshot = self._translated(proxy)
         self._proxy_status[proxy.id] = translation.status
         try:
-            self.cache.set_snapshot(proxy.id, snapshot_of(translation))
+            self.cache.set_snapshot(proxy.id, snapshot)
         except InconsistentSnapshotError as exc:
             # A translator bug, not the user's: keep serving the last good snapshot.
             log.error("inconsistent snapshot not pushed", proxy=proxy.id, errors=exc.errors)
