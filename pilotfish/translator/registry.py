@@ -35,6 +35,7 @@ from pilotfish.translator.destination_rules import (
     hash_policy,
 )
 from pilotfish.translator.hosts import DEFAULT_DOMAIN_SUFFIX, is_wildcard
+from pilotfish.translator.labels import selects
 
 Resolution = str  # "KUBERNETES", or a ServiceEntry's: NONE, STATIC, DNS, DNS_ROUND_ROBIN
 
@@ -172,7 +173,7 @@ class ServiceRegistry:
             for s in self.services()
             if s.namespace == namespace
             and s.service.selector
-            and all(labels.get(k) == v for k, v in s.service.selector.items())
+            and selects(s.service.selector, labels)
         ]
 
     def endpoints(
@@ -185,9 +186,7 @@ class ServiceRegistry:
         the ServiceEntry; with `labels` (a subset's), only endpoints whose labels hold them."""
         wanted = labels or {}
         found = {
-            e.endpoint
-            for e in self.labeled_endpoints(service, port)
-            if all(e.labels.get(k) == v for k, v in wanted.items())
+            e.endpoint for e in self.labeled_endpoints(service, port) if selects(wanted, e.labels)
         }
         return tuple(sorted(found, key=lambda e: (e.address, e.port)))
 

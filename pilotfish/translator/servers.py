@@ -10,7 +10,6 @@ and reported, so Envoy never gets two filter chains with the same match.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -21,6 +20,7 @@ from pilotfish.model.objects import IstioObject
 from pilotfish.model.references import gateway_refs
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.hosts import fqdn, intersect, strip_namespace
+from pilotfish.translator.labels import selects
 from pilotfish.translator.proxy import Proxy
 from pilotfish.translator.registry import RegistryService, ServiceRegistry
 
@@ -88,11 +88,6 @@ class BoundServer:
         """SNI names a terminating server matches: none (any) when `*` is a host."""
         names = sorted({host for _, host in self.hosts()})
         return () if "*" in names else tuple(names)
-
-
-def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    """An empty selector selects every gateway proxy, as in Istio."""
-    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def servers_for(

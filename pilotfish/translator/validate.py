@@ -11,6 +11,7 @@ from pilotfish.model.errors import ConfigError
 from pilotfish.node_id import NodeId
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.ingress import with_ingresses
+from pilotfish.translator.labels import selects
 from pilotfish.translator.proxy import Proxy
 from pilotfish.translator.registry import ServiceRegistry
 from pilotfish.translator.translate import translate
@@ -30,7 +31,7 @@ def implied_gateway_proxies(config: ConfigSet) -> list[Proxy]:
         fronting = [
             s
             for s in registry.services()
-            if s.service.selector and all(labels.get(k) == v for k, v in s.service.selector.items())
+            if s.service.selector and selects(s.service.selector, labels)
         ]
         namespace = fronting[0].namespace if fronting else DEFAULT_GATEWAY_NAMESPACE
         key = (namespace, tuple(sorted(labels.items())))
