@@ -12,13 +12,10 @@ from dataclasses import dataclass
 
 from pilotfish.model.objects import ServicePort
 from pilotfish.translator import ir
+from pilotfish.translator.cluster_names import ClusterName
 from pilotfish.translator.hosts import matches
 from pilotfish.translator.registry import RegistryService, ServiceRegistry, port_protocol
 from pilotfish.translator.servers import BoundServer
-
-
-def sni_dnat_name(port: int, hostname: str, subset: str = "") -> str:
-    return f"outbound_.{port}_.{subset}_.{hostname}"
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,7 @@ def _target(
     subset: str = "",
     labels: dict[str, str] | None = None,
 ) -> Target:
-    name = sni_dnat_name(port.port, service.hostname, subset)
+    name = ClusterName.outbound(port.port, service.hostname, subset).sni
     cluster = ir.WeightedCluster(name, 0)
     return Target(
         chain=ir.TcpFilterChain(

@@ -19,6 +19,7 @@ from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.configset import ConfigSet
 from pilotfish.model.objects import IstioObject, ServicePort
 from pilotfish.translator import ir
+from pilotfish.translator.cluster_names import ClusterName
 from pilotfish.translator.cluster_policy import apply_policy, warn_unsupported
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.hosts import fqdn
@@ -39,10 +40,6 @@ _DISCOVERY: dict[str, ir.ClusterDiscovery] = {
     "DNS": "STRICT_DNS",
     "DNS_ROUND_ROBIN": "LOGICAL_DNS",
 }
-
-
-def cluster_name(port: int, hostname: str, subset: str = "") -> str:
-    return f"outbound|{port}|{subset}|{hostname}"
 
 
 @dataclass
@@ -107,7 +104,7 @@ def _add(
     port: ServicePort,
     subset: str,
 ) -> tuple[ir.Endpoint, ...]:
-    name = cluster_name(port.port, service.hostname, subset)
+    name = str(ClusterName.outbound(port.port, service.hostname, subset))
     rule = registry.destination_rule(service.hostname)
     labels = {}
     if rule is not None and subset:
@@ -188,8 +185,8 @@ def check_route_subsets(
     """A route to a subset no DestinationRule defines has no cluster: as Istio, Envoy
     answers 503 for that route only; the VirtualService is told why. `missing`: the
     subset clusters this proxy's routes name that were not built."""
-    parts = [name.split("|") for name in missing]
-    wanted = {(p[2], p[3]) for p in parts if len(p) == 4 and p[2]}  # (subset, host)
+    names = [ClusterName.parse(name) for name in missing]
+    wanted = {(n.subset, n.host) for n in names if n is not None and n.subset}
     if not wanted:
         return
     for vs in config.istio("VirtualService"):

@@ -12,6 +12,7 @@ from typing import cast
 from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.objects import IstioObject
 from pilotfish.translator import ir
+from pilotfish.translator.cluster_names import ClusterName
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.hosts import fqdn
 from pilotfish.translator.regex import regex_error
@@ -288,7 +289,7 @@ def _cluster(
         else:
             diag.error(vs, f"{path}.port", "a port is required: mirror skipped")
             return None
-    return f"outbound|{port}|{dest.subset}|{host}"
+    return str(ClusterName.outbound(port, host, dest.subset))
 
 
 def cors(rule: vs_pb.HTTPRoute, vs: IstioObject, path: str, diag: Diagnostics) -> ir.Cors:

@@ -18,6 +18,7 @@ from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.objects import IstioObject
 from pilotfish.model.references import resolve_gateway_ref
 from pilotfish.translator import http_actions, ir
+from pilotfish.translator.cluster_names import ClusterName
 from pilotfish.translator.delegation import Lookup, expand
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.hosts import fqdn
@@ -266,7 +267,7 @@ def _destinations(
                 f"{dpath}.port",
                 f"service {host} has no port {port}: requests routed there get 503",
             )
-        cluster = f"outbound|{port}|{dest.destination.subset}|{host}"
+        cluster = str(ClusterName.outbound(port, host, dest.destination.subset))
         headers = (
             http_actions.headers(dest.headers, vs, f"{path}.route[{d}].headers", diag)
             if dest.HasField("headers")

@@ -28,6 +28,7 @@ from pilotfish.model.objects import (
     ServicePort,
 )
 from pilotfish.translator import ir
+from pilotfish.translator.cluster_names import ClusterName
 from pilotfish.translator.destination_rules import (
     AppliedRule,
     DestinationRules,
@@ -152,11 +153,11 @@ class ServiceRegistry:
         it on the route. With several destinations it is used only when they all agree."""
         found = set()
         for c in clusters:
-            parts = c.cluster.split("|")
-            if len(parts) != 4 or not parts[1].isdigit():
+            name = ClusterName.parse(c.cluster)
+            if name is None or name.direction != "outbound":
                 return None
-            rule = self.destination_rule(parts[3])
-            policy = rule.policy(int(parts[1]), parts[2]) if rule else None
+            rule = self.destination_rule(name.host)
+            policy = rule.policy(name.port, name.subset) if rule else None
             found.add(hash_policy(policy.load_balancer) if policy else None)
         return found.pop() if len(found) == 1 else None
 

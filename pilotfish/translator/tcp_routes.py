@@ -17,7 +17,7 @@ from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.objects import IstioObject
 from pilotfish.model.references import resolve_gateway_ref
 from pilotfish.translator import ir
-from pilotfish.translator.clusters import cluster_name
+from pilotfish.translator.cluster_names import ClusterName
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.hosts import fqdn, intersect
 from pilotfish.translator.registry import ServiceRegistry
@@ -146,7 +146,9 @@ def _route(
                 f"service {host} has no port {port}: connections routed there fail",
             )
         subset = dest.destination.subset
-        clusters.append(ir.WeightedCluster(cluster_name(port, host, subset), dest.weight))
+        clusters.append(
+            ir.WeightedCluster(str(ClusterName.outbound(port, host, subset)), dest.weight)
+        )
     if len(clusters) == 1:
         return TcpRoute(clusters[0].cluster, (clusters[0],))
     if sum(c.weight for c in clusters) == 0:
