@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pilotfish.bootstrap import BootstrapOptions, render_bootstrap
-from pilotfish.model.configset import ConfigSet, build_config_set
+from pilotfish.model.configset import ConfigSet, build_config_set, with_mesh
+from pilotfish.model.errors import ConfigError
+from pilotfish.model.mesh_config import MeshConfigError, MeshSettings, load_mesh_config
 from pilotfish.node_id import NodeId
 from pilotfish.server.logging import configure_logging
 from pilotfish.sources.base import ConfigSource, SourceUnavailableError
@@ -35,6 +37,13 @@ def parse_labels(text: str) -> dict[str, str]:
             raise argparse.ArgumentTypeError(f"label {item!r} must be key=value")
         labels[key] = value
     return labels
+
+
+MESH_CONFIG_HELP = (
+    "Istio MeshConfig YAML (the `mesh` key of the istio ConfigMap, or the ConfigMap): "
+    "outboundTrafficPolicy.mode, rootNamespace, defaultHttpRetryPolicy and connectTimeout "
+    "change translation; other Istio fields are named in a warning. Read at start-up."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write problems to each Istio object's status.validationMessages (needs RBAC "
         "for */status) (with --kubernetes)",
     )
+    serve.add_argument("--mesh-config", type=Path, metavar="FILE", help=MESH_CONFIG_HELP)
     serve.add_argument(
         "--xds-address", default="127.0.0.1:15010", help="HOST:PORT for ADS (default %(default)s)"
     )
@@ -143,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--namespace", default="istio-system", help="the proxy's namespace (default %(default)s)"
     )
     tr.add_argument("--name", default="proxy-0", help="the proxy's pod name")
+    tr.add_argument("--mesh-config", type=Path, metavar="FILE", help=MESH_CONFIG_HELP)
 
     val = commands.add_parser(
         "validate",
@@ -152,11 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
         "/debug/config_status). Exit status 1 when there is any error (warnings alone: 0).",
     )
     val.add_argument("--config-dir", type=Path, required=True)
+    val.add_argument("--mesh-config", type=Path, metavar="FILE", help=MESH_CONFIG_HELP)
     return parser
 
 
-def load_config(config_dir: Path) -> ConfigSet:
-    return build_config_set(FileSource(config_dir).load())
+def load_mesh(path: Path | None) -> tuple[MeshSettings, list[ConfigError]]:
+    """The mesh config a command runs under: Istio's defaults without --mesh-config."""
+    if path is None:
+        return MeshSettings(), []
+    return load_mesh_config(path)
+
+
+def load_config(config_dir: Path, mesh_config: Path | None = None) -> ConfigSet:
+    config = build_config_set(FileSource(config_dir).load())
+    return with_mesh(config, *load_mesh(mesh_config))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _validate(args)
     except (FileNotFoundError, UsageError, SourceUnavailableError) as exc:
         print(f"pilotfish: {exc}", file=sys.stderr)
+        return 2
+    except MeshConfigError as exc:
+        for error in exc.errors:
+            print(f"pilotfish: --mesh-config: {error.describe()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -209,7 +233,10 @@ def _serve(args: argparse.Namespace) -> int:
     from pilotfish.server.server import ServeOptions, serve_forever
 
     source = config_source(args)
+    mesh, mesh_warnings = load_mesh(args.mesh_config)
     options = ServeOptions(
+        mesh=mesh,
+        mesh_warnings=tuple(mesh_warnings),
         xds_address=args.xds_address,
         debug_address=args.debug_address,
         debounce_quiet=args.debounce_quiet,
@@ -235,7 +262,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 
 def _translate(args: argparse.Namespace) -> int:
-    config = load_config(args.config_dir)
+    config = load_config(args.config_dir, args.mesh_config)
     node_id = str(NodeId.for_pod(args.type, "127.0.0.1", args.name, args.namespace))
     proxy = Proxy.from_node(node_id, {"LABELS": args.labels, "NAMESPACE": args.namespace})
     sys.stdout.write(to_yaml(translation_to_data(translate(config, proxy), config.errors)))
@@ -243,7 +270,7 @@ def _translate(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    report = validation_report(load_config(args.config_dir))
+    report = validation_report(load_config(args.config_dir, args.mesh_config))
     print(json.dumps(report, indent=2))
     return 1 if any(e.get("severity", "error") == "error" for e in report) else 0
 

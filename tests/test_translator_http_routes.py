@@ -398,11 +398,11 @@ def test_a_rule_without_destinations_is_an_error() -> None:
 def test_default_retry_policy_and_no_timeout() -> None:
     (route,) = ok(f"  - {ROUTE}\n")
     assert route.timeout_ms == 0
-    # Istio's: 2 attempts on connect and stream failures, 503 included
+    # Istio's (1.24 on): 2 attempts on connect and stream failures, no status codes
     assert route.retry == ir.RetryPolicy(
         attempts=2,
         retry_on="connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-        retriable_status_codes=(503,),
+        retriable_status_codes=(),
     )
 
 
@@ -420,10 +420,10 @@ def test_default_retry_policy_and_no_timeout() -> None:
             ir.RetryPolicy(1, "retriable-status-codes", None, (503,)),
         ),
         ("{attempts: 4, retryOn: 5xx}", ir.RetryPolicy(4, "5xx", None, ())),
-        ("{attempts: 5}", ir.RetryPolicy(5, DEFAULT_RETRY.retry_on, None, (503,))),
+        ("{attempts: 5}", ir.RetryPolicy(5, DEFAULT_RETRY.retry_on, None, ())),
         (
             "{attempts: 2, perTryTimeout: 250ms, retryRemoteLocalities: true}",
-            ir.RetryPolicy(2, DEFAULT_RETRY.retry_on, 250, (503,), retry_remote_localities=True),
+            ir.RetryPolicy(2, DEFAULT_RETRY.retry_on, 250, (), retry_remote_localities=True),
         ),
         ("{attempts: 0}", None),
         ("{attempts: 0, retryOn: 5xx}", None),

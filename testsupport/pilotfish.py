@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from pilotfish.model.mesh_config import MeshSettings, load_mesh_config
 from pilotfish.server.server import ServeOptions, Server
 from pilotfish.sources.base import ConfigSource
 from pilotfish.sources.files import FileSource
@@ -30,14 +31,19 @@ class InProcessPilotfish:
         debounce_quiet: float = 0.05,
         debounce_max: float = 0.5,
         debug_port: int = 0,
+        mesh_config: Path | None = None,
     ) -> None:
-        """`source`: a config directory, or any ConfigSource (e.g. Kubernetes)."""
+        """`source`: a config directory, or any ConfigSource (e.g. Kubernetes);
+        `mesh_config`: a MeshConfig file, as `serve --mesh-config`."""
         self.source = FileSource(source) if isinstance(source, Path) else source
+        mesh, mesh_warnings = load_mesh_config(mesh_config) if mesh_config else (MeshSettings(), [])
         self.options = ServeOptions(
             xds_address="127.0.0.1:0",
             debug_address=f"127.0.0.1:{debug_port}",
             debounce_quiet=debounce_quiet,
             debounce_max=debounce_max,
+            mesh=mesh,
+            mesh_warnings=tuple(mesh_warnings),
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(

@@ -8,11 +8,12 @@ can no longer be read at all), the previous valid version stays in force.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from pilotfish.model.documents import ParsedFile
 from pilotfish.model.errors import ConfigError
+from pilotfish.model.mesh_config import MeshSettings
 from pilotfish.model.objects import (
     ConfigKey,
     ConfigObject,
@@ -33,6 +34,7 @@ T = TypeVar("T", bound=ConfigObject)
 class ConfigSet:
     objects: Mapping[ConfigKey, ConfigObject] = field(default_factory=dict)
     errors: tuple[ConfigError, ...] = ()
+    mesh: MeshSettings = field(default_factory=MeshSettings)
 
     def of_kind(self, kind: str) -> list[ConfigObject]:
         """Objects of one kind in Istio's merge order (creation time, name, namespace)."""
@@ -110,6 +112,13 @@ def build_config_set(files: Sequence[ParsedFile], previous: ConfigSet | None = N
     config = ConfigSet(objects)
     errors.extend(cross_reference_errors(config))
     return ConfigSet(objects, tuple(errors))
+
+
+def with_mesh(
+    config: ConfigSet, mesh: MeshSettings, warnings: Sequence[ConfigError] = ()
+) -> ConfigSet:
+    """The config under a mesh config (`serve --mesh-config`), with what loading it found."""
+    return replace(config, mesh=mesh, errors=(*warnings, *config.errors))
 
 
 def _with_fallback_note(

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from pilotfish.model.configset import build_config_set
+from pilotfish.model.configset import build_config_set, with_mesh
+from pilotfish.model.errors import ConfigError
+from pilotfish.model.mesh_config import MeshSettings
 from pilotfish.server.control_plane import ControlPlane
 from pilotfish.server.debounce import Debouncer
 from pilotfish.server.debug_http import build_app
@@ -32,6 +34,8 @@ class ServeOptions:
     debug_address: str = "127.0.0.1:15014"
     debounce_quiet: float = 0.1
     debounce_max: float = 1.0
+    mesh: MeshSettings = field(default_factory=MeshSettings)
+    mesh_warnings: tuple[ConfigError, ...] = ()
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -118,7 +122,11 @@ class Server:
 
     def reload(self) -> None:
         files = self.source.load()
-        config = build_config_set(files, previous=self.control_plane.config)
+        config = with_mesh(
+            build_config_set(files, previous=self.control_plane.config),
+            self.options.mesh,
+            self.options.mesh_warnings,
+        )
         self.control_plane.apply(config)
         log.info(
             "config loaded",

@@ -123,6 +123,7 @@ def _add(
         )
     cluster = ir.Cluster(
         name,
+        connect_timeout_ms=registry.mesh.connect_timeout_ms,
         http2=port_protocol(port) in HTTP2_PROTOCOLS,
         discovery=discovery,
         dns_endpoints=endpoints[:1] if discovery == "LOGICAL_DNS" else endpoints,

@@ -1,8 +1,8 @@
 """DestinationRules: which one applies to a host for a proxy, and its policy for a port/subset.
 
 Istio's rules. The DestinationRule for a service is looked for in the proxy's own
-namespace, then in the service's namespace, then in the root namespace (istio-system),
-each time among the rules exported to the proxy's namespace (`exportTo`: `*` or unset =
+namespace, then in the service's namespace, then in the mesh's root namespace (MeshConfig
+`rootNamespace`, istio-system by default), each time among the rules exported to the proxy's namespace (`exportTo`: `*` or unset =
 everywhere, `.` = the rule's own namespace, else the namespaces named); within one
 namespace an exact host wins over the most specific wildcard (`a.foo.com`, then
 `*.foo.com`, then `*`), and among equals the oldest rule wins.
@@ -25,7 +25,6 @@ from pilotfish.model.objects import IstioObject
 from pilotfish.translator import ir
 from pilotfish.translator.hosts import DEFAULT_DOMAIN_SUFFIX, fqdn, is_wildcard, matches
 
-ROOT_NAMESPACE = "istio-system"
 _POLICY_FIELDS = ("load_balancer", "connection_pool", "outlier_detection", "tls")
 
 
@@ -112,6 +111,7 @@ class DestinationRules:
         domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
     ) -> None:
         self.proxy_namespace = proxy_namespace
+        self.root_namespace = config.mesh.root_namespace
         self._by_namespace: dict[str, list[tuple[str, IstioObject]]] = {}
         for rule in config.istio("DestinationRule"):  # oldest first
             spec = cast(dr_pb.DestinationRule, rule.spec)
@@ -128,7 +128,7 @@ class DestinationRules:
     def for_host(self, hostname: str, service_namespace: str) -> AppliedRule | None:
         if not self._by_namespace:
             return None
-        order = (self.proxy_namespace or service_namespace, service_namespace, ROOT_NAMESPACE)
+        order = (self.proxy_namespace or service_namespace, service_namespace, self.root_namespace)
         for namespace in dict.fromkeys(order):
             found = _most_specific(self._by_namespace.get(namespace, []), hostname)
             if found is not None:

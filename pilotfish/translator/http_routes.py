@@ -25,11 +25,12 @@ from pilotfish.translator.hosts import fqdn
 from pilotfish.translator.regex import regex_error
 from pilotfish.translator.registry import ServiceRegistry
 
-# Istio's retry policy for a route whose VirtualService says nothing about retries.
+# Istio's retry policy for a route whose VirtualService says nothing about retries (and
+# the mesh config sets no defaultHttpRetryPolicy). Since Istio 1.24 it has no retriable
+# status codes: a 503 from the upstream is not retried.
 DEFAULT_RETRY = ir.RetryPolicy(
     attempts=2,
     retry_on="connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-    retriable_status_codes=(503,),
 )
 
 # HTTPRoute fields a later issue implements: said out loud rather than silently dropped.
@@ -141,7 +142,7 @@ def _rule_route(
         clusters=clusters,
         headers=headers,
         timeout_ms=_duration_ms(rule, "timeout", vs, f"{path}.timeout", diag) or 0,
-        retry=_retry(rule, vs, path, diag),
+        retry=_retry(rule, vs, path, registry.mesh.default_http_retry, diag),
         rewrite=http_actions.rewrite(rule, vs, path, diag) if rule.HasField("rewrite") else None,
         mirrors=http_actions.mirrors(rule, vs, path, registry, diag),
         hash_policy=registry.hash_policy(clusters),  # the DR's consistentHash, as Istio
@@ -285,11 +286,18 @@ def _destinations(
 
 
 def _retry(
-    rule: vs_pb.HTTPRoute, vs: IstioObject, path: str, diag: Diagnostics
+    rule: vs_pb.HTTPRoute,
+    vs: IstioObject,
+    path: str,
+    mesh_default: vs_pb.HTTPRetry | None,
+    diag: Diagnostics,
 ) -> ir.RetryPolicy | None:
-    if not rule.HasField("retries"):
+    if rule.HasField("retries"):
+        retries = rule.retries
+    elif mesh_default is not None:
+        retries = mesh_default  # checked when the mesh config was loaded
+    else:
         return DEFAULT_RETRY
-    retries = rule.retries
     if retries.attempts < 0:  # Envoy's num_retries is unsigned: it could not even be encoded
         diag.error(vs, f"{path}.retries.attempts", "attempts cannot be negative: retries off")
         return None
@@ -310,9 +318,7 @@ def _retry(
         per_try_timeout_ms=_duration_ms(
             retries, "per_try_timeout", vs, f"{path}.retries.perTryTimeout", diag
         ),
-        retriable_status_codes=tuple(codes)
-        if codes or conditions
-        else DEFAULT_RETRY.retriable_status_codes,
+        retriable_status_codes=tuple(codes),
         retry_remote_localities=retries.retry_remote_localities.value,
     )
 

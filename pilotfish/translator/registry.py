@@ -112,6 +112,7 @@ class ServiceRegistry:
         domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
         proxy_namespace: str | None = None,  # None: everything, whatever its exportTo
     ) -> None:
+        self.mesh = config.mesh
         self.destination_rules = DestinationRules(config, proxy_namespace, domain_suffix)
         self._rule_cache: dict[str, AppliedRule | None] = {}
         self._by_host: dict[str, RegistryService] = {}
