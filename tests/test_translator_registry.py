@@ -264,3 +264,33 @@ def test_a_service_without_endpoints_has_none() -> None:
 )
 def test_port_protocol(port: ServicePort, expected: str) -> None:
     assert port_protocol(port) == expected
+
+
+@pytest.mark.parametrize(
+    ("export_to", "visible_in"),
+    [
+        ("", {"shop", "web"}),
+        ("'*'", {"shop", "web"}),
+        ("'.'", {"shop"}),
+        ("'web, .'", {"shop", "web"}),
+        ("'~'", set()),
+    ],
+)
+def test_a_services_export_to_annotation_limits_who_sees_it(
+    export_to: str, visible_in: set[str]
+) -> None:
+    annotations = f"{{networking.istio.io/exportTo: {export_to}}}" if export_to else "{}"
+    config = config_of(
+        f"""\
+apiVersion: v1
+kind: Service
+metadata: {{name: cart, namespace: shop, annotations: {annotations}}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+"""
+    )
+    host = "cart.shop.svc.cluster.local"
+    seen = {
+        ns for ns in ("shop", "web") if ServiceRegistry(config, proxy_namespace=ns).lookup(host)
+    }
+    assert seen == visible_in
+    assert ServiceRegistry(config).lookup(host) is not None  # no proxy: everything

@@ -72,6 +72,15 @@ class RegistryService:
         return next((p for p in self.ports if p.port == number), None)
 
 
+EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
+
+
+def service_export_to(service: Service) -> list[str]:
+    """A Kubernetes Service's exportTo: its annotation, comma-separated (unset: everywhere)."""
+    raw = service.meta.annotations.get(EXPORT_TO_ANNOTATION, "")
+    return [t.strip() for t in raw.split(",") if t.strip()]
+
+
 _PROTOCOLS = {
     "http": "HTTP",
     "http2": "HTTP2",
@@ -125,6 +134,10 @@ class ServiceRegistry:
             for host in spec.hosts:
                 self._by_host.setdefault(host.lower(), _entry_service(host.lower(), entry))
         for s in config.services():
+            if proxy_namespace is not None and not exported_to(
+                service_export_to(s), s.meta.namespace, proxy_namespace
+            ):
+                continue
             host = f"{s.meta.name}.{s.meta.namespace}.svc.{domain_suffix}"
             self._by_host[host] = RegistryService(host, s)
         self._endpoint_sets: dict[tuple[str, str], list[EndpointSet]] = defaultdict(list)
