@@ -17,6 +17,7 @@ from pilotfish.model.configset import ConfigSet
 from pilotfish.model.errors import ConfigError
 from pilotfish.server import metrics
 from pilotfish.translator.proxy import Proxy
+from pilotfish.translator.service_targets import addressed_ips
 from pilotfish.translator.translate import Translation, translate
 from pilotfish.xds.ads import AdsServer
 from pilotfish.xds.cache import InconsistentSnapshotError, SnapshotCache
@@ -40,12 +41,15 @@ def snapshot_of(translation: Translation) -> Snapshot:
     )
 
 
-ProxyShape = tuple[str, str, tuple[tuple[str, str], ...]]
+ProxyShape = tuple[str, str, tuple[tuple[str, str], ...], str]
 
 
-def proxy_shape(proxy: Proxy) -> ProxyShape:
-    """All the translator reads of a proxy (its ID, IP and pod name do not change output)."""
-    return (proxy.type, proxy.namespace, tuple(sorted(proxy.labels.items())))
+def proxy_shape(proxy: Proxy, addressed: frozenset[tuple[str, str]]) -> ProxyShape:
+    """All the translator reads of a proxy: its ID and pod name do not change output, nor
+    its IP unless a ServiceEntry or WorkloadEntry of its namespace names it (`addressed`:
+    then that entry is one of the proxy's own Services)."""
+    ip = proxy.ip if (proxy.namespace, proxy.ip) in addressed else ""
+    return (proxy.type, proxy.namespace, tuple(sorted(proxy.labels.items())), ip)
 
 
 class ControlPlane:
@@ -61,9 +65,10 @@ class ControlPlane:
         self._proxies: dict[str, Proxy] = {}
         self._proxy_status: dict[str, tuple[ConfigError, ...]] = {}
         self._reported: set[ConfigError] = set()
-        # Translation depends only on (type, namespace, labels): a fleet of identical
-        # gateway replicas is translated once per config, not once per proxy.
+        # Translation depends only on a proxy's shape: a fleet of identical gateway
+        # replicas is translated once per config, not once per proxy.
         self._translations: dict[ProxyShape, tuple[Translation, Snapshot]] = {}
+        self._addressed: frozenset[tuple[str, str]] = frozenset()
 
     # --- proxies ------------------------------------------------------------------------
 
@@ -98,13 +103,14 @@ class ControlPlane:
         """Make `config` current and push whatever it changes to every connected proxy."""
         self.config = config
         self._translations = {}
+        self._addressed = addressed_ips(config)
         metrics.CONFIG_RELOADS.inc()
         for proxy in self.proxies():
             self._update(proxy)
         self._report_status()
 
     def _translated(self, proxy: Proxy) -> tuple[Translation, Snapshot]:
-        shape = proxy_shape(proxy)
+        shape = proxy_shape(proxy, self._addressed)
         found = self._translations.get(shape)
         if found is None:
             with metrics.TRANSLATION_SECONDS.time():

@@ -258,9 +258,9 @@ def _target_port(port: ServicePort, ports: tuple[EndpointPort, ...], *, single: 
     return None
 
 
-def _entry_service(host: str, entry: IstioObject) -> RegistryService:
-    spec = cast(se_pb.ServiceEntry, entry.spec)
-    ports = tuple(
+def entry_ports(spec: se_pb.ServiceEntry) -> tuple[ServicePort, ...]:
+    """A ServiceEntry's ports as a Service's (targetPort defaults to the number)."""
+    return tuple(
         ServicePort(
             port=p.number,
             name=p.name,
@@ -270,8 +270,20 @@ def _entry_service(host: str, entry: IstioObject) -> RegistryService:
         )
         for p in spec.ports
     )
+
+
+def entry_endpoint_port(port: ServicePort, endpoint_ports: Mapping[str, int]) -> int:
+    """Where an entry's endpoint (or WorkloadEntry) serves a port, as Istio: its own port
+    of the port's name, else the port's targetPort, else its number."""
+    target = port.target_port if isinstance(port.target_port, int) else 0
+    return endpoint_ports.get(port.name) or target or port.port
+
+
+def _entry_service(host: str, entry: IstioObject) -> RegistryService:
+    spec = cast(se_pb.ServiceEntry, entry.spec)
     meta = ObjectMeta(name=host, namespace=entry.meta.namespace)
-    return RegistryService(host, Service(meta=meta, ports=ports, origin=entry.origin), entry)
+    service = Service(meta=meta, ports=entry_ports(spec), origin=entry.origin)
+    return RegistryService(host, service, entry)
 
 
 def _entry_endpoints(service: RegistryService, port: ServicePort) -> list[LabeledEndpoint]:
@@ -279,12 +291,12 @@ def _entry_endpoints(service: RegistryService, port: ServicePort) -> list[Labele
     name, else the targetPort), or for DNS with none, the host itself."""
     assert service.entry is not None
     spec = cast(se_pb.ServiceEntry, service.entry.spec)
-    target = port.target_port if isinstance(port.target_port, int) else port.port
     found = [
-        LabeledEndpoint(ir.Endpoint(we.address, we.ports.get(port.name) or target), we.labels)
+        LabeledEndpoint(ir.Endpoint(we.address, entry_endpoint_port(port, we.ports)), we.labels)
         for we in spec.endpoints
         if we.address
     ]
+    target = entry_endpoint_port(port, {})
     dns = spec.resolution in (se_pb.ServiceEntry.DNS, se_pb.ServiceEntry.DNS_ROUND_ROBIN)
     if not found and dns and not is_wildcard(service.hostname):
         found.append(LabeledEndpoint(ir.Endpoint(service.hostname, target)))

@@ -1,8 +1,9 @@
 """Gateway servers: which select the proxy, what each one is, and which may share a port.
 
 Follows Istio: Gateways from any namespace select the proxy by labels, in Istio's order
-(creation time, name); each server listens on the targetPort of a Service that selects
-the gateway's pods (else its own port). Servers on one (bind, port) are merged the way
+(creation time, name); each server listens on the target ports of the proxy's own
+Services for its port (service_targets.py), else on its own port: a server with several
+gives one BoundServer per listener port. Servers on one (bind, port) are merged the way
 Istio's MergeGateways does, and a server that cannot join the ones before it is left out
 and reported, so Envoy never gets two filter chains with the same match.
 """
@@ -22,7 +23,8 @@ from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.hosts import fqdn, intersect, strip_namespace
 from pilotfish.translator.labels import selects
 from pilotfish.translator.proxy import Proxy
-from pilotfish.translator.registry import RegistryService, ServiceRegistry
+from pilotfish.translator.registry import ServiceRegistry
+from pilotfish.translator.service_targets import listener_ports, service_targets
 
 HTTP_PROTOCOLS = {"HTTP", "HTTP2", "GRPC", "GRPC-WEB"}
 DEFAULT_BIND = "0.0.0.0"
@@ -37,7 +39,7 @@ TERMINATING_MODES = {TLS.SIMPLE, TLS.MUTUAL, TLS.OPTIONAL_MUTUAL}
 
 @dataclass(frozen=True)
 class BoundServer:
-    """One Gateway server, with the gateway it belongs to, where it listens, and its kind."""
+    """One Gateway server on one of its listener ports, with its Gateway and its kind."""
 
     gateway: IstioObject
     index: int
@@ -94,8 +96,8 @@ def servers_for(
     config: ConfigSet, proxy: Proxy, registry: ServiceRegistry, diag: Diagnostics
 ) -> list[BoundServer]:
     """Every usable server of the Gateways selecting `proxy`, in Istio's order."""
-    # The Services that front this gateway's pods: they map a server port to a pod port.
-    fronting = registry.selecting(proxy.namespace, proxy.labels)
+    # The proxy's own Services: they map a server port to the ports the proxy listens on.
+    targets = service_targets(config, proxy, registry)
     found = []
     for gateway in config.istio("Gateway"):
         spec = cast(gw_pb.Gateway, gateway.spec)
@@ -113,8 +115,8 @@ def servers_for(
             kind = _kind(gateway, i, server, diag)
             if kind is None:
                 continue
-            port = _listener_port(server.port.number, fronting, registry)
-            found.append(BoundServer(gateway, i, server, port, kind))
+            for port in listener_ports(server.port.number, targets):
+                found.append(BoundServer(gateway, i, server, port, kind))
     return found
 
 
@@ -168,22 +170,6 @@ def _kind(
         return None
     # Istio terminates a TCP server that has tls settings, as a TLS one.
     return "https" if protocol == "HTTPS" else "tls"
-
-
-def _listener_port(
-    server_port: int, fronting: list[RegistryService], registry: ServiceRegistry
-) -> int:
-    for service in fronting:
-        port = service.port(server_port)
-        if port is None:
-            continue
-        if isinstance(port.target_port, int) and port.target_port:
-            return port.target_port
-        if isinstance(port.target_port, str):
-            resolved = registry.named_target_port(service, port)
-            if resolved:
-                return resolved
-    return server_port
 
 
 Category = Literal["http", "tcp", "tls"]
