@@ -334,26 +334,32 @@ def test_host_resolution_and_subsets() -> None:
     )
 
 
-def test_a_port_is_required_when_the_service_has_several() -> None:
-    routes, problems = translate_vs(
-        """\
-  - name: needs-port
-    route: [{destination: {host: multi}}]
-  - name: has-port
-    route:
-    - {destination: {host: multi}, weight: 50}
-    - {destination: {host: multi, port: {number: 9000}}, weight: 50}
-"""
-    )
-    # the first rule has no usable destination: skipped, so it does not end the list
-    assert [(r.name, r.clusters) for r in routes] == [
-        ("has-port", (ir.WeightedCluster("outbound|9000||multi.default.svc.cluster.local", 50),)),
-    ]
-    assert [(p.severity, p.field) for p in problems] == [
-        ("error", "spec.http[0].route[0].destination.port"),
-        ("error", "spec.http[1].route[0].destination.port"),
-    ]
-    assert "several ports" in problems[0].message
+def test_without_a_port_a_service_of_several_ports_takes_the_server_port() -> None:
+    """As Istio: the port of the Gateway server the routes are built for, with a warning."""
+    rule = "  - route: [{destination: {host: multi}}]\n    mirror: {host: multi}\n"
+    for server_port in (80, 9000, 8080):
+        routes, problems = translate_vs(rule, RouteContext(gateway="default/gw", port=server_port))
+        cluster = f"outbound|{server_port}||multi.default.svc.cluster.local"
+        assert [(r.clusters, r.mirrors) for r in routes] == [
+            ((ir.WeightedCluster(cluster, 0),), (ir.Mirror(cluster),))
+        ]
+        messages = [(p.severity, p.field, p.message) for p in problems]
+        for where in ("route[0].destination.port", "mirror.port"):
+            assert (
+                "warning",
+                f"spec.http[0].{where}",
+                "no port given and the service has several ports: "
+                f"the gateway server's port {server_port} is used",
+            ) in messages
+        # A server port the service lacks is said too: requests there get 503.
+        lacks = [m for m in messages if "has no port" in m[2]]
+        assert len(lacks) == (1 if server_port == 8080 else 0)
+
+
+def test_without_a_port_a_service_of_one_port_takes_it() -> None:
+    routes, problems = translate_vs("  - " + ROUTE + "\n", RouteContext("default/gw", port=9000))
+    assert routes[0].clusters == (ir.WeightedCluster(HTTPBIN, 0),)
+    assert problems == ()
 
 
 def test_an_unknown_host_is_a_warning_and_still_routed() -> None:
@@ -364,16 +370,18 @@ def test_an_unknown_host_is_a_warning_and_still_routed() -> None:
   - route: [{destination: {host: nowhere-without-port}}]
 """
     )
-    assert routes[0].clusters == (
-        ir.WeightedCluster("outbound|80||nowhere.default.svc.cluster.local", 0),
-    )
-    assert len(routes) == 1
+    assert [r.clusters for r in routes] == [
+        (ir.WeightedCluster("outbound|80||nowhere.default.svc.cluster.local", 0),),
+        # no port to take from the service: the server's (80)
+        (ir.WeightedCluster("outbound|80||nowhere-without-port.default.svc.cluster.local", 0),),
+    ]
     assert located(problems) == [
         ("warning", "spec.http[0].route[0].destination.host"),
         ("warning", "spec.http[1].route[0].destination.host"),
-        ("error", "spec.http[1].route[0].destination.port"),  # and no port to guess from
+        ("warning", "spec.http[1].route[0].destination.port"),
     ]
     assert "nowhere.default.svc.cluster.local" in problems[0].message
+    assert "the service is unknown" in problems[2].message
 
 
 def test_a_port_the_service_does_not_have_is_a_warning() -> None:

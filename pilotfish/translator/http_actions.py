@@ -13,6 +13,7 @@ from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.objects import IstioObject
 from pilotfish.translator import ir
 from pilotfish.translator.cluster_names import ClusterName
+from pilotfish.translator.destinations import destination_port
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.hosts import fqdn
 from pilotfish.translator.regex import regex_error
@@ -247,6 +248,7 @@ def mirrors(
     rule: vs_pb.HTTPRoute,
     vs: IstioObject,
     path: str,
+    server_port: int,
     registry: ServiceRegistry,
     diag: Diagnostics,
 ) -> tuple[ir.Mirror, ...]:
@@ -258,16 +260,13 @@ def mirrors(
             share = min(100, rule.mirror_percent.value) * 10_000
         else:
             share = FULL
-        cluster = _cluster(rule.mirror, vs, f"{path}.mirror", registry, diag)
-        if cluster:
-            found.append(ir.Mirror(cluster, share))
+        cluster = _cluster(rule.mirror, vs, f"{path}.mirror", server_port, registry, diag)
+        found.append(ir.Mirror(cluster, share))
     for i, policy in enumerate(rule.mirrors):
-        cluster = _cluster(
-            policy.destination, vs, f"{path}.mirrors[{i}].destination", registry, diag
-        )
-        if cluster:
-            share = per_million(policy.percentage if policy.HasField("percentage") else None)
-            found.append(ir.Mirror(cluster, share))
+        where = f"{path}.mirrors[{i}].destination"
+        cluster = _cluster(policy.destination, vs, where, server_port, registry, diag)
+        share = per_million(policy.percentage if policy.HasField("percentage") else None)
+        found.append(ir.Mirror(cluster, share))
     return tuple(found)
 
 
@@ -275,21 +274,24 @@ def _cluster(
     dest: vs_pb.Destination,
     vs: IstioObject,
     path: str,
+    server_port: int,
     registry: ServiceRegistry,
     diag: Diagnostics,
-) -> str | None:
+) -> str:
     host = fqdn(dest.host, vs.meta.namespace)
     port = dest.port.number
     service = registry.lookup(host)
     if service is None:
         diag.warning(vs, f"{path}.host", f"no service {host} is known: nothing is mirrored")
-    if not port:
-        if service is not None and len(service.ports) == 1:
-            port = service.ports[0].port
-        else:
-            diag.error(vs, f"{path}.port", "a port is required: mirror skipped")
-            return None
-    return str(ClusterName.outbound(port, host, dest.subset))
+    chosen = destination_port(port, service, server_port)
+    if chosen.defaulted:
+        diag.warning(
+            vs,
+            f"{path}.port",
+            f"no port given and {chosen.defaulted}: the gateway server's port "
+            f"{chosen.number} is used",
+        )
+    return str(ClusterName.outbound(chosen.number, host, dest.subset))
 
 
 def cors(rule: vs_pb.HTTPRoute, vs: IstioObject, path: str, diag: Diagnostics) -> ir.Cors:

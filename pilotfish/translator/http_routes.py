@@ -20,6 +20,7 @@ from pilotfish.model.references import resolve_gateway_ref
 from pilotfish.translator import http_actions, ir
 from pilotfish.translator.cluster_names import ClusterName
 from pilotfish.translator.delegation import Lookup, expand
+from pilotfish.translator.destinations import destination_port
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.hosts import fqdn
 from pilotfish.translator.regex import regex_error
@@ -130,7 +131,7 @@ def _rule_route(
     if actions == ["direct_response"]:
         direct = http_actions.direct_response(rule, vs, path, diag)
         return None if direct is None else replace(route, direct_response=direct)
-    clusters = _destinations(vs, rule, path, registry, diag)
+    clusters = _destinations(vs, rule, path, ctx.port, registry, diag)
     if not clusters:
         return None
     if len(clusters) == 1 and not clusters[0].headers.is_empty:
@@ -144,7 +145,7 @@ def _rule_route(
         timeout_ms=_duration_ms(rule, "timeout", vs, f"{path}.timeout", diag) or 0,
         retry=_retry(rule, vs, path, registry.mesh.default_http_retry, diag),
         rewrite=http_actions.rewrite(rule, vs, path, diag) if rule.HasField("rewrite") else None,
-        mirrors=http_actions.mirrors(rule, vs, path, registry, diag),
+        mirrors=http_actions.mirrors(rule, vs, path, ctx.port, registry, diag),
         hash_policy=registry.hash_policy(clusters),  # the DR's consistentHash, as Istio
     )
 
@@ -243,7 +244,12 @@ def _string_match(m: vs_pb.StringMatch) -> ir.StringMatch:
 
 
 def _destinations(
-    vs: IstioObject, rule: vs_pb.HTTPRoute, path: str, registry: ServiceRegistry, diag: Diagnostics
+    vs: IstioObject,
+    rule: vs_pb.HTTPRoute,
+    path: str,
+    server_port: int,
+    registry: ServiceRegistry,
+    diag: Diagnostics,
 ) -> tuple[ir.WeightedCluster, ...]:
     found = []
     for d, dest in enumerate(rule.route):
@@ -255,14 +261,15 @@ def _destinations(
             diag.warning(
                 vs, f"{dpath}.host", f"no service {host} is known: requests routed there get 503"
             )
-        if not port:
-            if service is not None and len(service.ports) == 1:
-                port = service.ports[0].port
-            else:
-                why = "it has several ports" if service else "the service is unknown"
-                diag.error(vs, f"{dpath}.port", f"a port is required ({why}): destination skipped")
-                continue
-        elif service is not None and service.port(port) is None:
+        chosen = destination_port(port, service, server_port)
+        port = chosen.number
+        if chosen.defaulted:
+            diag.warning(
+                vs,
+                f"{dpath}.port",
+                f"no port given and {chosen.defaulted}: the gateway server's port {port} is used",
+            )
+        if service is not None and service.port(port) is None:
             diag.warning(
                 vs,
                 f"{dpath}.port",

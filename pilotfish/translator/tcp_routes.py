@@ -18,6 +18,7 @@ from pilotfish.model.objects import IstioObject
 from pilotfish.model.references import resolve_gateway_ref
 from pilotfish.translator import ir
 from pilotfish.translator.cluster_names import ClusterName
+from pilotfish.translator.destinations import destination_port
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.hosts import fqdn, intersect
 from pilotfish.translator.registry import ServiceRegistry
@@ -130,15 +131,11 @@ def _route(
         dpath = f"{path}.route[{d}].destination"
         host = fqdn(dest.destination.host, vs.meta.namespace)
         service = registry.lookup(host)
-        port = dest.destination.port.number
         if service is None:
             diag.warning(
                 vs, f"{dpath}.host", f"no service {host} is known: connections routed there fail"
             )
-        if not port:
-            # Istio's default: the service's only port, else the gateway server's port.
-            port = service.ports[0].port if service and len(service.ports) == 1 else 0
-            port = port or bound.port_number
+        port = destination_port(dest.destination.port.number, service, bound.port_number).number
         if service is not None and service.port(port) is None:
             diag.warning(
                 vs,
