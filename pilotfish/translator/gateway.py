@@ -89,7 +89,7 @@ def build_gateway(
         name = f"{bind}_{port}"
         if servers[0].kind == "http":
             route_name = f"http.{port}"
-            vhosts = _virtual_hosts(servers, port, virtual_services, registry, diag, template)
+            vhosts = _virtual_hosts(servers, virtual_services, registry, diag, template)
             chain = ir.HttpFilterChain(
                 route_name, stat_prefix=f"outbound_{name}", http_filters=_filters_for(vhosts)
             )
@@ -170,9 +170,7 @@ def _chains(
         if termination is None:
             return []
         route_name = https_route_name(bound)
-        vhosts = _virtual_hosts(
-            [bound], bound.port_number, virtual_services, registry, diag, template
-        )
+        vhosts = _virtual_hosts([bound], virtual_services, registry, diag, template)
         chain = ir.HttpFilterChain(
             route_name,
             # Istio's stat prefix: the server's name when it has one.
@@ -258,37 +256,49 @@ class _VirtualHostBuilder:
     require_tls: bool
     routes: list[ir.Route] = field(default_factory=list)
     closed_by: str = ""  # the VirtualService whose catch-all ended the route list
+    # (gateway, VirtualService) pairs whose routes are in: a VirtualService bound to two
+    # servers of one Gateway that share the listener adds its routes once (as Istio,
+    # which builds them once per Gateway; a second copy could never match).
+    added: set[tuple[str, str]] = field(default_factory=set)
 
 
 def _virtual_hosts(
     servers: list[BoundServer],
-    blackhole_port: int,
     virtual_services: list[IstioObject],
     registry: ServiceRegistry,
     diag: Diagnostics,
     template: RouteContext,
 ) -> tuple[ir.VirtualHost, ...]:
+    """One virtual host per host across the servers of one route configuration, as Istio:
+    named after the first server that has it (`<host>:<server port>`); servers on other
+    ports that share the listener add their routes to it."""
     vhosts: dict[str, _VirtualHostBuilder] = {}
     for bound in servers:
         redirect = bound.server.tls.https_redirect
         for vs, hostnames in bound_virtual_services(bound, virtual_services):
             ctx = replace(template, gateway=bound.gateway_key, port=bound.port_number)
             routes = build_http_routes(vs, ctx, registry, diag)
+            source = (bound.gateway_key, f"{vs.meta.namespace}/{vs.meta.name}")
             for hostname in hostnames:
-                name = f"{hostname}:{bound.port_number}"
-                vhost = vhosts.setdefault(name, _VirtualHostBuilder(name, hostname, redirect))
+                vhost = vhosts.setdefault(
+                    hostname,
+                    _VirtualHostBuilder(f"{hostname}:{bound.port_number}", hostname, redirect),
+                )
                 vhost.require_tls |= redirect
-                _append_routes(vhost, routes, vs, diag)
+                if source not in vhost.added:
+                    vhost.added.add(source)
+                    _append_routes(vhost, routes, vs, diag)
         if redirect:
             # As Istio: every host of a redirecting server redirects, routed or not.
             for _, hostname in bound.hosts():
-                name = f"{hostname}:{bound.port_number}"
                 vhosts.setdefault(
-                    name, _VirtualHostBuilder(name, hostname, True)
+                    hostname,
+                    _VirtualHostBuilder(f"{hostname}:{bound.port_number}", hostname, True),
                 ).require_tls = True
     if not vhosts:
-        # Nothing bound: Envoy answers 404 to everything on this port.
-        return (ir.VirtualHost(f"blackhole:{blackhole_port}", ("*",), ()),)
+        # Nothing bound: Envoy answers 404 to everything. Named, as Istio, after the
+        # first server's port (not the listener's).
+        return (ir.VirtualHost(f"blackhole:{servers[0].port_number}", ("*",), ()),)
     return tuple(
         ir.VirtualHost(v.name, (v.domain,), tuple(v.routes), require_tls=v.require_tls)
         for v in sorted(vhosts.values(), key=lambda v: v.name)

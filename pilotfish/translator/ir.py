@@ -7,6 +7,7 @@ by the builders in translator/envoy/. Durations are whole milliseconds.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -171,6 +172,14 @@ class VirtualHost:
 class RouteConfig:
     name: str
     virtual_hosts: tuple[VirtualHost, ...]
+
+    def __post_init__(self) -> None:
+        # Envoy refuses a whole RouteConfiguration in which two virtual hosts share a
+        # domain (compared case-insensitively): no translation may ever build one.
+        counts = Counter(d.lower() for v in self.virtual_hosts for d in v.domains)
+        repeated = sorted(d for d, n in counts.items() if n > 1)
+        if repeated:
+            raise ValueError(f"route configuration {self.name}: domains repeated: {repeated}")
 
 
 TlsVersion = Literal["TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"]
