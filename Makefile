@@ -4,9 +4,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test protos golden lint e2e unit bench
+.PHONY: install system-packages demo test protos golden lint e2e unit bench
 
-install: $(STAMP)
+install: $(STAMP) system-packages
+
+# The mesh e2e tests capture pod traffic with iptables (nat REDIRECT, owner match), as
+# Istio's init container does. Debian's package, only when missing; needs root.
+system-packages:
+	@PATH="$$PATH:/usr/sbin:/sbin" command -v iptables >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing iptables (Debian package) for the mesh tests"; \
+	    apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      iptables >/dev/null; \
+	  else \
+	    echo "note: iptables is missing; the mesh tests need it and root (apt-get install iptables)"; \
+	  fi; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
