@@ -9,7 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pilotfish.bootstrap import BootstrapOptions, render_bootstrap
+from pilotfish.bootstrap import (
+    SIDECAR_PROMETHEUS_PORT,
+    SIDECAR_STATUS_PORT,
+    BootstrapOptions,
+    render_bootstrap,
+)
 from pilotfish.model.configset import ConfigSet, build_config_set, with_mesh
 from pilotfish.model.errors import ConfigError
 from pilotfish.model.mesh_config import MeshConfigError, MeshSettings, load_mesh_config
@@ -28,15 +33,19 @@ pilotfish: an Envoy xDS control plane that serves Istio networking config
 """
 
 
-def parse_labels(text: str) -> dict[str, str]:
+def parse_labels(text: str, what: str = "label") -> dict[str, str]:
     """`k=v,k2=v2` -> dict; an empty string is no labels."""
     labels = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise argparse.ArgumentTypeError(f"label {item!r} must be key=value")
+            raise argparse.ArgumentTypeError(f"{what} {item!r} must be key=value")
         labels[key] = value
     return labels
+
+
+def parse_metadata(text: str) -> dict[str, str]:
+    return parse_labels(text, "metadata")
 
 
 MESH_CONFIG_HELP = (
@@ -95,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--mesh-config", type=Path, metavar="FILE", help=MESH_CONFIG_HELP)
     serve.add_argument(
-        "--xds-address", default="127.0.0.1:15010", help="HOST:PORT for ADS (default %(default)s)"
+        "--xds-address",
+        default="127.0.0.1:15010",
+        help="HOST:PORT or unix:/path for ADS (default %(default)s); a Unix socket is made "
+        "connectable by any user (sidecars run as 1337): guard it by its directory",
     )
     serve.add_argument(
         "--debug-address",
@@ -121,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         "bootstrap",
         help="print an Envoy bootstrap that connects a proxy to pilotfish",
         description="Print (YAML) an Envoy bootstrap: node ID and metadata (labels, namespace) as "
-        "Istio's agent would set them, an ADS cluster over HTTP/2, and the admin port. "
-        "Run it with `envoy -c FILE`.",
+        "Istio's agent would set them, an ADS cluster over HTTP/2, and the admin port. A "
+        "sidecar's also has the metadata Pilot reads for sidecars (INTERCEPTION_MODE, "
+        "WORKLOAD_NAME, CLUSTER_ID) and Envoy's readiness (15021) and Prometheus (15090) "
+        "listeners. Run it with `envoy -c FILE`.",
     )
     boot.add_argument(
         "--type",
@@ -136,8 +150,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", type=parse_labels, default={}, help="pod labels k=v,... that Gateways select on"
     )
     boot.add_argument("--ip", default="127.0.0.1", help="the proxy's IP, part of its node ID")
-    boot.add_argument("--xds-address", default="127.0.0.1:15010", help="where pilotfish serves ADS")
+    boot.add_argument(
+        "--xds-address",
+        default="127.0.0.1:15010",
+        help="where pilotfish serves ADS: HOST:PORT or unix:/path (default %(default)s)",
+    )
     boot.add_argument("--admin-port", type=int, default=15000, help="Envoy's admin port")
+    boot.add_argument(
+        "--admin-socket",
+        default="",
+        metavar="PATH",
+        help="serve Envoy's admin API on this Unix socket instead of 127.0.0.1:--admin-port",
+    )
+    boot.add_argument(
+        "--metadata",
+        type=parse_metadata,
+        default={},
+        metavar="K=V,...",
+        help="more node metadata (string values); for a sidecar this may replace the "
+        "defaults INTERCEPTION_MODE=REDIRECT, WORKLOAD_NAME=<name>, CLUSTER_ID=Kubernetes",
+    )
+    boot.add_argument(
+        "--status-port",
+        type=int,
+        default=SIDECAR_STATUS_PORT,
+        help="sidecar: Envoy's /healthz/ready listener on 0.0.0.0 (0: none; default %(default)s)",
+    )
+    boot.add_argument(
+        "--prometheus-port",
+        type=int,
+        default=SIDECAR_PROMETHEUS_PORT,
+        help="sidecar: Envoy's /stats/prometheus listener on 0.0.0.0 (0: none; "
+        "default %(default)s)",
+    )
     boot.add_argument("--json", action="store_true", help="print JSON instead of YAML")
 
     tr = commands.add_parser(
@@ -247,15 +292,22 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    options = BootstrapOptions(
-        proxy_type=args.type,
-        name=args.name,
-        namespace=args.namespace,
-        labels=args.labels,
-        ip=args.ip,
-        xds_address=args.xds_address,
-        admin_port=args.admin_port,
-    )
+    try:
+        options = BootstrapOptions(
+            proxy_type=args.type,
+            name=args.name,
+            namespace=args.namespace,
+            labels=args.labels,
+            ip=args.ip,
+            xds_address=args.xds_address,
+            admin_port=args.admin_port,
+            admin_socket=args.admin_socket,
+            extra_metadata=args.metadata,
+            status_port=args.status_port,
+            prometheus_port=args.prometheus_port,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     bootstrap = render_bootstrap(options)
     sys.stdout.write(json.dumps(bootstrap, indent=2) + "\n" if args.json else to_yaml(bootstrap))
     return 0

@@ -34,6 +34,10 @@ SUBCOMMAND_FLAGS = {
         "--ip",
         "--xds-address",
         "--admin-port",
+        "--admin-socket",
+        "--metadata",
+        "--status-port",
+        "--prometheus-port",
         "--json",
     ],
     "translate": ["--config-dir", "--type", "--labels", "--namespace", "--name"],
@@ -107,6 +111,51 @@ def test_bootstrap_json_for_a_sidecar(capsys: pytest.CaptureFixture[str]) -> Non
     bootstrap = json.loads(out)
     assert bootstrap["node"]["id"] == "sidecar~127.0.0.1~app-1.shop~shop.svc.cluster.local"
     assert bootstrap["node"]["metadata"]["LABELS"] == {}
+
+
+def test_bootstrap_for_a_sidecar_in_a_pod(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        "bootstrap",
+        "--type=sidecar",
+        "--name=reviews-v2",
+        "--namespace=bookinfo",
+        "--labels=app=reviews,version=v2",
+        "--ip=10.44.0.12",
+        "--xds-address=unix:/run/pf/xds.sock",
+        "--admin-socket=/run/pod/admin.sock",
+        "--metadata=CLUSTER_ID=east,MESH_ID=m1",
+        "--prometheus-port=0",
+        "--json",
+    )
+    assert code == 0
+    bootstrap = json.loads(out)
+    metadata = bootstrap["node"]["metadata"]
+    assert (metadata["CLUSTER_ID"], metadata["MESH_ID"]) == ("east", "m1")
+    assert metadata["INTERCEPTION_MODE"] == "REDIRECT"
+    assert metadata["ENVOY_STATUS_PORT"] == 15021
+    assert "ENVOY_PROMETHEUS_PORT" not in metadata
+    assert bootstrap["admin"]["address"] == {"pipe": {"path": "/run/pod/admin.sock"}}
+    listeners = [item["name"] for item in bootstrap["static_resources"]["listeners"]]
+    assert listeners == ["0.0.0.0_15021"]
+    assert '"path": "/run/pf/xds.sock"' in out
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--metadata=NAME=x", "metadata NAME cannot be set directly"),
+        ("--metadata=novalue", "'novalue' must be key=value"),
+        ("--xds-address=unix:", "names no socket path"),
+        ("--xds-address=pilotfish", "is not host:port"),
+    ],
+)
+def test_bad_bootstrap_flags_are_a_usage_error(
+    capsys: pytest.CaptureFixture[str], flag: str, message: str
+) -> None:
+    code, _, err = run(capsys, "bootstrap", "--type=sidecar", "--name=a", "--namespace=b", flag)
+    assert code == 2
+    assert message in err
 
 
 def test_bad_labels_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

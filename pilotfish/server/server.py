@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from pilotfish.address import unix_socket_path
 from pilotfish.model.configset import build_config_set, with_mesh
 from pilotfish.model.errors import ConfigError
 from pilotfish.model.mesh_config import MeshSettings
@@ -65,6 +67,13 @@ class Server:
     def ready(self) -> bool:
         return self._ready
 
+    @property
+    def xds_endpoint(self) -> str:
+        """Where proxies reach ADS: ``host:port`` (the bound port), or ``unix:/path``."""
+        if unix_socket_path(self.options.xds_address):
+            return self.options.xds_address
+        return f"{host_of(self.options.xds_address)}:{self.xds_port}"
+
     async def start(self) -> None:
         # Raises if the source cannot be (a missing directory): better now than an empty config.
         await self.source.start()
@@ -82,6 +91,10 @@ class Server:
         self._grpc, self.xds_port = await start_grpc_server(
             self.control_plane.ads, self.options.xds_address
         )
+        if socket_path := unix_socket_path(self.options.xds_address):
+            # Sidecar Envoys run as their own user (1337): who may connect is decided by
+            # the permissions of the socket's directory, as for Istio's agent socket.
+            os.chmod(socket_path, 0o666)
         self._tasks = [
             asyncio.create_task(self._watch_source(), name="watch-source"),
             asyncio.create_task(self._apply_changes(), name="apply-changes"),
@@ -90,7 +103,7 @@ class Server:
         log.info(
             "pilotfish serving",
             source=self.source.describe(),
-            xds=f"{host_of(self.options.xds_address)}:{self.xds_port}",
+            xds=self.xds_endpoint,
             debug=f"{host}:{self.debug_port}",
         )
 
