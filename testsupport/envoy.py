@@ -8,6 +8,7 @@ so a bootstrap may ask for admin port 0 and several Envoys run side by side
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -92,7 +93,12 @@ class EnvoyProcess:
         concurrency: int = 1,
         startup_timeout: float = 30.0,
         extra_args: Sequence[str] = (),
+        command_prefix: Sequence[str] = (),
+        workdir_owner: tuple[int, int] | None = None,
     ) -> None:
+        """``command_prefix`` runs Envoy through another command (e.g. ``ip netns exec NS
+        setpriv --reuid 1337 ...``: a sidecar in a pod); ``workdir_owner`` (uid, gid) hands
+        Envoy's working directory to the user it then runs as."""
         self.bootstrap = dict(bootstrap)
         self.name = name
         self.log_level = log_level
@@ -102,6 +108,8 @@ class EnvoyProcess:
         self.concurrency = concurrency
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args)
+        self.command_prefix = list(command_prefix)
+        self.workdir_owner = workdir_owner
         self.admin_address = ""  # host:port once started
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._proc: ManagedProcess | None = None
@@ -132,8 +140,12 @@ class EnvoyProcess:
         self._tmp = tempfile.TemporaryDirectory(prefix=f"{self.name}-")
         config = self.workdir / "bootstrap.json"
         config.write_text(json.dumps(self.bootstrap, indent=1))
+        if self.workdir_owner is not None:
+            for path in (self.workdir, config):
+                os.chown(path, *self.workdir_owner)
         address_file = self.workdir / "admin-address"
         argv = [
+            *self.command_prefix,
             envoy_binary(),
             "-c",
             str(config),
@@ -166,7 +178,7 @@ class EnvoyProcess:
         address = address_file.read_text().strip() if address_file.exists() else ""
         if not address:
             return None
-        resp = request(f"http://{address}/server_info", timeout=2)
+        resp = _admin_request(address, "/server_info", "GET", timeout=2)
         return address if resp.status == 200 else None
 
     def stop(self) -> int | None:
@@ -226,12 +238,17 @@ class EnvoyProcess:
 
     @property
     def admin_url(self) -> str:
+        """``http://host:port`` of the admin API (not for an admin on a Unix socket)."""
         if not self.admin_address:
             raise EnvoyError(f"{self.name} is not started")
+        if _is_socket_path(self.admin_address):
+            raise EnvoyError(f"{self.name}: admin is on the Unix socket {self.admin_address}")
         return f"http://{self.admin_address}"
 
     def admin_request(self, path: str, method: str = "GET", timeout: float = 10.0) -> Response:
-        return request(self.admin_url + path, method=method, timeout=timeout)
+        if not self.admin_address:
+            raise EnvoyError(f"{self.name} is not started")
+        return _admin_request(self.admin_address, path, method, timeout)
 
     def get(self, path: str) -> str:
         """GET an admin path; ``EnvoyError`` unless it answers 200."""
@@ -412,6 +429,19 @@ class EnvoyProcess:
             return (value,) if predicate(value) else None
 
         return self._wait(check, timeout, f"stat {name!r} not as expected")[0]
+
+
+def _is_socket_path(admin_address: str) -> bool:
+    # What --admin-address-path writes: host:port, or the socket path of a pipe admin.
+    return admin_address.startswith("/")
+
+
+def _admin_request(admin_address: str, path: str, method: str, timeout: float) -> Response:
+    if _is_socket_path(admin_address):
+        return request(
+            f"http://localhost{path}", method=method, timeout=timeout, unix_socket=admin_address
+        )
+    return request(f"http://{admin_address}{path}", method=method, timeout=timeout)
 
 
 def _host_address(host: dict[str, Any]) -> str:

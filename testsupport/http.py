@@ -51,6 +51,24 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """Plain HTTP over a Unix socket (Envoy's admin API on a ``pipe`` address)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 def insecure_context() -> ssl.SSLContext:
     """A client TLS context that accepts any server certificate."""
     ctx = ssl.create_default_context()
@@ -67,12 +85,15 @@ def request(
     timeout: float = 10.0,
     connect_to: tuple[str, int] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    unix_socket: str | None = None,
 ) -> Response:
     """Send one request and read the whole response.
 
     ``headers`` may set ``Host``. ``connect_to`` sends the connection to another address
     (curl's ``--connect-to``): for HTTPS the URL's host is still the SNI name. Without
     ``ssl_context`` an HTTPS request does not verify the server certificate.
+    ``unix_socket`` sends a plain HTTP request over that Unix socket (curl's
+    ``--unix-socket``).
     """
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
@@ -80,7 +101,9 @@ def request(
     if parts.query:
         path += "?" + parts.query
     conn: http.client.HTTPConnection
-    if parts.scheme == "https":
+    if unix_socket is not None:
+        conn = _UnixHTTPConnection(unix_socket, timeout)
+    elif parts.scheme == "https":
         ctx = ssl_context or insecure_context()
         port = parts.port or 443
         if connect_to:

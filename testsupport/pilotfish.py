@@ -32,13 +32,15 @@ class InProcessPilotfish:
         debounce_max: float = 0.5,
         debug_port: int = 0,
         mesh_config: Path | None = None,
+        xds_address: str = "127.0.0.1:0",
     ) -> None:
         """`source`: a config directory, or any ConfigSource (e.g. Kubernetes);
-        `mesh_config`: a MeshConfig file, as `serve --mesh-config`."""
+        `mesh_config`: a MeshConfig file, as `serve --mesh-config`;
+        `xds_address`: host:port, or `unix:/path` (the mesh world's pods reach it so)."""
         self.source = FileSource(source) if isinstance(source, Path) else source
         mesh, mesh_warnings = load_mesh_config(mesh_config) if mesh_config else (MeshSettings(), [])
         self.options = ServeOptions(
-            xds_address="127.0.0.1:0",
+            xds_address=xds_address,
             debug_address=f"127.0.0.1:{debug_port}",
             debounce_quiet=debounce_quiet,
             debounce_max=debounce_max,
@@ -102,8 +104,9 @@ class InProcessPilotfish:
 
     @property
     def xds_address(self) -> str:
+        """``127.0.0.1:<port>``, or ``unix:/path``: what a bootstrap's --xds-address takes."""
         assert self.server is not None
-        return f"127.0.0.1:{self.server.xds_port}"
+        return self.server.xds_endpoint
 
     def debug(self, path: str) -> Response:
         assert self.server is not None
