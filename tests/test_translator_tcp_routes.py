@@ -187,4 +187,4 @@ def test_auto_passthrough_sni_dnat_chains_and_clusters() -> None:
     sni = "outbound_.443_._.my-nginx.default.svc.cluster.local"
     assert ir.Cluster(sni) in translation.config.clusters
     assert any(a.cluster_name == sni for a in translation.config.load_assignments)
-    assert listener.inspects_tls
+    assert listener.listener_filters == (ir.ListenerFilter("tls_inspector"),)

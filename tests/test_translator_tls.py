@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pilotfish.translator import ir
+from pilotfish.translator import http_options, ir
 from pilotfish.translator.envoy import listener as listener_builder
 from pilotfish.translator.envoy import tls as tls_builder
 from pilotfish.translator.tls import CIPHER_SUITES, HTTP_ALPN, san_match
@@ -35,6 +35,7 @@ def test_simple_https_chain() -> None:
         "outbound_0.0.0.0_443",
         ir.ChainMatch(("a.example.com", "b.example.com")),
         ir.DownstreamTls(("kubernetes://httpbin-credential",), HTTP_ALPN),
+        options=http_options.GATEWAY_TLS,
     )
 
 

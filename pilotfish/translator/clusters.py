@@ -126,10 +126,10 @@ def _add(
         connect_timeout_ms=registry.mesh.connect_timeout_ms,
         http2=port_protocol(port) in HTTP2_PROTOCOLS,
         discovery=discovery,
-        dns_endpoints=endpoints[:1] if discovery == "LOGICAL_DNS" else endpoints,
+        inline_endpoints=endpoints[:1] if discovery == "LOGICAL_DNS" else endpoints,
     )
     if discovery == "EDS":
-        cluster = replace(cluster, dns_endpoints=())
+        cluster = replace(cluster, inline_endpoints=())
     if rule is not None:
         applied = apply_policy(
             cluster, rule.policy(port.port, subset), rule.rule, credentials, diag
@@ -167,16 +167,19 @@ def _ip_endpoints(
 
 
 def referenced_clusters(config: ir.ProxyConfig) -> set[str]:
-    """Every cluster the proxy's routes and TCP chains send to."""
+    """Every cluster the proxy's routes (over RDS or inline) and TCP chains send to."""
     names: set[str] = set()
-    for route_config in config.route_configs:
+    route_configs = list(config.route_configs)
+    for listener in config.listeners:
+        for chain in listener.all_chains:
+            if isinstance(chain, ir.TcpFilterChain):
+                names.update(c.cluster for c in chain.clusters)
+            elif chain.route_config is not None:
+                route_configs.append(chain.route_config)
+    for route_config in route_configs:
         for vhost in route_config.virtual_hosts:
             for route in vhost.routes:
                 names.update(c.cluster for c in route.clusters)
-    for listener in config.listeners:
-        for chain in listener.chains:
-            if isinstance(chain, ir.TcpFilterChain):
-                names.update(c.cluster for c in chain.clusters)
     return names
 
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field, replace
 
 from pilotfish.model.configset import ConfigSet
 from pilotfish.model.objects import ConfigObject, IstioObject
-from pilotfish.translator import ir
+from pilotfish.translator import http_options, ir
 from pilotfish.translator.auto_passthrough import auto_passthrough_targets
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.http_routes import RouteContext, build_http_routes
+from pilotfish.translator.listener_filters import inspectors
 from pilotfish.translator.proxy import Proxy
 from pilotfish.translator.registry import ServiceRegistry
 from pilotfish.translator.secrets import Credentials
@@ -91,7 +92,10 @@ def build_gateway(
             route_name = f"http.{port}"
             vhosts = _virtual_hosts(servers, virtual_services, registry, diag, template)
             chain = ir.HttpFilterChain(
-                route_name, stat_prefix=f"outbound_{name}", http_filters=_filters_for(vhosts)
+                route_name,
+                stat_prefix=f"outbound_{name}",
+                http_filters=_filters_for(vhosts),
+                options=http_options.GATEWAY,
             )
             out.listeners.append(ir.Listener(name, bind, port, (chain,)))
             out.route_configs.append(ir.RouteConfig(route_name, vhosts))
@@ -103,7 +107,9 @@ def build_gateway(
         ]
         chains = _add_chains(candidates, name, out, diag)
         if chains:
-            out.listeners.append(ir.Listener(name, bind, port, tuple(chains)))
+            out.listeners.append(
+                ir.Listener(name, bind, port, tuple(chains), listener_filters=inspectors(chains))
+            )
     return GatewayConfig(
         listeners=tuple(out.listeners),
         route_configs=tuple(out.route_configs),
@@ -178,6 +184,7 @@ def _chains(
             match=ir.ChainMatch(bound.sni_names()),
             tls=termination.tls,
             http_filters=_filters_for(vhosts),
+            options=http_options.GATEWAY_TLS,
         )
         return [
             _Chain(

@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pilotfish.translator.cluster_names import INBOUND_PASSTHROUGH_CLUSTER, ClusterName, Direction
+
 # "separated_prefix" (paths only): a prefix matched on whole path elements, for Ingress
 # `pathType: Prefix` (`/foo` matches `/foo` and `/foo/bar`, not `/foobar`).
 StringMatchKind = Literal["exact", "prefix", "regex", "present", "separated_prefix"]
@@ -172,6 +174,9 @@ class VirtualHost:
 class RouteConfig:
     name: str
     virtual_hosts: tuple[VirtualHost, ...]
+    # Match Host with or without its port (istio#6469): Istio's choice for every route
+    # configuration served over RDS; its sidecars' inbound ones (inline) leave it off.
+    ignore_port_in_host_matching: bool = True
 
     def __post_init__(self) -> None:
         # Envoy refuses a whole RouteConfiguration in which two virtual hosts share a
@@ -232,16 +237,79 @@ class DownstreamTls:
 
 
 @dataclass(frozen=True)
+class CidrRange:
+    address: str  # an IPv4 or IPv6 address
+    prefix_len: int
+
+
+TransportProtocol = Literal["", "raw_buffer", "tls"]
+
+
+@dataclass(frozen=True)
 class ChainMatch:
-    """What selects a filter chain: SNI names (none: any, or no SNI at all)."""
+    """What selects a filter chain (Envoy's FilterChainMatch): every part set must match;
+    an unset part matches anything. Matching on SNI, `tls` or ALPN needs the listener's
+    tls_inspector, on plaintext HTTP ALPN (`http/1.1`, `h2c`) its http_inspector."""
 
     server_names: tuple[str, ...] = ()
+    destination_port: int | None = None  # the connection's original destination port
+    prefix_ranges: tuple[CidrRange, ...] = ()  # ... and its original destination address
+    transport_protocol: TransportProtocol = ""  # "": either
+    application_protocols: tuple[str, ...] = ()  # ALPN, or what http_inspector detected
+
+    @property
+    def is_empty(self) -> bool:
+        return self == ChainMatch()
+
+
+ForwardClientCert = Literal[
+    "SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET", "ALWAYS_FORWARD_ONLY"
+]
+EscapedSlashesAction = Literal[
+    "IMPLEMENTATION_SPECIFIC_DEFAULT",
+    "KEEP_UNCHANGED",
+    "REJECT_REQUEST",
+    "UNESCAPE_AND_REDIRECT",
+    "UNESCAPE_AND_FORWARD",
+]
+
+
+@dataclass(frozen=True)
+class ClientCertDetails:
+    """What of the client certificate goes into x-forwarded-client-cert."""
+
+    subject: bool = False
+    cert: bool = False
+    chain: bool = False
+    dns: bool = False
+    uri: bool = False
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """How an HTTP connection manager treats requests. The defaults are what Istio gives
+    every HCM (path normalisation, websocket upgrades); role-specific choices (a
+    gateway is the edge: use_remote_address; x-forwarded-client-cert handling) default
+    to Envoy's behaviour and are set by the code that builds the chain
+    (translator/http_options.py)."""
+
+    use_remote_address: bool = False  # the client is the peer, not x-forwarded-for
+    xff_num_trusted_hops: int = 0
+    forward_client_cert: ForwardClientCert = "SANITIZE"  # Envoy's default
+    client_cert_details: ClientCertDetails | None = None  # set_current_client_cert_details
+    normalize_path: bool = True
+    merge_slashes: bool = False
+    escaped_slashes: EscapedSlashesAction = "KEEP_UNCHANGED"
+    upgrades: tuple[str, ...] = ("websocket",)
+    stream_idle_timeout_ms: int | None = None  # None: Envoy's default (5 min); 0: none
 
 
 @dataclass(frozen=True)
 class HttpFilterChain:
-    """HTTP servers (one chain per port, plaintext) and terminated HTTPS servers (one chain
-    per server): an HCM fetching its routes over RDS."""
+    """An HTTP connection manager: the plaintext HTTP servers of a gateway port (one
+    chain), each terminated HTTPS server, a sidecar's HTTP ports. Routes come over RDS
+    (`route_config_name`) or inline (`route_config`, as Istio's inbound chains): one of
+    the two."""
 
     route_config_name: str
     stat_prefix: str
@@ -250,19 +318,49 @@ class HttpFilterChain:
     # HTTP filters some route needs before the router ("fault", "cors"); only those,
     # so a chain whose routes need none stays as it was.
     http_filters: tuple[str, ...] = ()
+    options: HttpOptions = HttpOptions()
+    route_config: RouteConfig | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.route_config_name) == (self.route_config is not None):
+            raise ValueError(
+                f"HTTP chain {self.stat_prefix}: give a route_config_name (RDS) "
+                "or an inline route_config, not both or neither"
+            )
 
 
 @dataclass(frozen=True)
 class TcpFilterChain:
-    """TCP servers, TLS passthrough and terminated TLS servers: bytes to a cluster."""
+    """Bytes to a cluster (or several, weighted): TCP servers, TLS passthrough and
+    terminated TLS servers, a sidecar's TCP ports and passthrough chains."""
 
     stat_prefix: str
     clusters: tuple[WeightedCluster, ...]
     match: ChainMatch = ChainMatch()
     tls: DownstreamTls | None = None
+    name: str = ""
 
 
 FilterChain = HttpFilterChain | TcpFilterChain
+
+ListenerFilterKind = Literal["original_dst", "tls_inspector", "http_inspector"]
+TrafficDirection = Literal["UNSPECIFIED", "INBOUND", "OUTBOUND"]
+
+
+@dataclass(frozen=True)
+class ListenerFilter:
+    """A listener filter, run in the order given, before a chain is chosen. Istio runs
+    the inspectors only on the destination ports whose chains need them: `only_ports`
+    (these and no other) or `except_ports` (all but these); neither: every connection."""
+
+    kind: ListenerFilterKind
+    only_ports: tuple[int, ...] = ()
+    except_ports: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.only_ports and self.except_ports:
+            raise ValueError(f"listener filter {self.kind}: only_ports or except_ports, not both")
 
 
 @dataclass(frozen=True)
@@ -271,11 +369,24 @@ class Listener:
     address: str
     port: int
     chains: tuple[FilterChain, ...]
+    # False: Envoy does not bind; it gets connections handed over by a listener that
+    # uses the original destination (a sidecar's per-port outbound listeners).
+    bind_to_port: bool = True
+    # Hand each connection to the listener of its original destination (iptables
+    # REDIRECT'ed traffic, virtualOutbound); Envoy adds the original_dst filter itself.
+    use_original_dst: bool = False
+    listener_filters: tuple[ListenerFilter, ...] = ()
+    # How long listener filters may wait for the first bytes; and whether a connection
+    # that sent none by then (a server-first protocol) still gets a chain.
+    listener_filters_timeout_ms: int | None = None
+    continue_on_listener_filters_timeout: bool = False
+    default_chain: FilterChain | None = None  # no chain matched
+    traffic_direction: TrafficDirection = "UNSPECIFIED"
 
     @property
-    def inspects_tls(self) -> bool:
-        """tls_inspector is needed (only) for chains that match on SNI."""
-        return any(c.match.server_names for c in self.chains)
+    def all_chains(self) -> tuple[FilterChain, ...]:
+        default = (self.default_chain,) if self.default_chain is not None else ()
+        return (*self.chains, *default)
 
 
 @dataclass(frozen=True)
@@ -354,7 +465,7 @@ class HashPolicy:
     cookie_ttl_ms: int | None = None
 
 
-ClusterDiscovery = Literal["EDS", "STRICT_DNS", "LOGICAL_DNS", "ORIGINAL_DST"]
+ClusterDiscovery = Literal["EDS", "STATIC", "STRICT_DNS", "LOGICAL_DNS", "ORIGINAL_DST"]
 
 
 @dataclass(frozen=True)
@@ -365,14 +476,20 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Cluster:
-    """An outbound cluster: one service port (and subset), its DestinationRule applied."""
+    """A cluster: an outbound service port (and subset) with its DestinationRule applied,
+    a sidecar's inbound port (`inbound|<port>||`), or one of the fixed clusters
+    (PassthroughCluster: ORIGINAL_DST; BlackHoleCluster: STATIC with no endpoints)."""
 
     name: str
     connect_timeout_ms: int = 10_000
-    lb_policy: str = "LEAST_REQUEST"
+    lb_policy: str = "LEAST_REQUEST"  # ORIGINAL_DST needs CLUSTER_PROVIDED
     http2: bool = False
+    # HTTP/1.1 or HTTP/2 upstream, as the downstream spoke (Istio's passthrough
+    # clusters); wins over http2.
+    use_downstream_protocol: bool = False
     discovery: ClusterDiscovery = "EDS"
-    dns_endpoints: tuple[Endpoint, ...] = ()  # STRICT_DNS/LOGICAL_DNS: inline, by name
+    # STATIC: addresses; STRICT_DNS/LOGICAL_DNS: names Envoy resolves. Other kinds: none.
+    inline_endpoints: tuple[Endpoint, ...] = ()
     circuit_breakers: CircuitBreakers = CircuitBreakers()
     max_requests_per_connection: int | None = None
     idle_timeout_ms: int | None = None
@@ -382,6 +499,18 @@ class Cluster:
     ring_size: int | None = None  # RING_HASH minimum ring size
     maglev_table_size: int | None = None
     tls: UpstreamTls | None = None
+    # The source address of upstream connections: Istio's inbound clusters use
+    # 127.0.0.6, which its iptables rules let through uncaptured.
+    upstream_bind_address: str = ""
+    cleanup_interval_ms: int | None = None  # ORIGINAL_DST: how long unused hosts stay
+
+    @property
+    def direction(self) -> Direction:
+        """Inbound (to the proxy's own workload) or outbound, as the name says."""
+        if self.name == INBOUND_PASSTHROUGH_CLUSTER:
+            return "inbound"
+        parsed = ClusterName.parse(self.name)
+        return parsed.direction if parsed is not None else "outbound"
 
 
 @dataclass(frozen=True)

@@ -50,14 +50,19 @@ class Translation:
 def translate(config: ConfigSet, proxy: Proxy) -> Translation:
     diag = Diagnostics()
     proxy_config = build_ir(config, proxy, diag)
+    return encode(proxy_config, diag.sorted())
+
+
+def encode(config: ir.ProxyConfig, status: tuple[ConfigError, ...] = ()) -> Translation:
+    """The Envoy resources an IR config stands for: the builders in envoy/, nothing else."""
     return Translation(
-        config=proxy_config,
-        listeners=tuple(listener_builder.listener(x) for x in proxy_config.listeners),
-        routes=tuple(route_builder.route_configuration(x) for x in proxy_config.route_configs),
-        clusters=tuple(cluster_builder.cluster(x) for x in proxy_config.clusters),
-        endpoints=tuple(cluster_builder.load_assignment(x) for x in proxy_config.load_assignments),
-        secrets=tuple(tls_builder.secret(x) for x in proxy_config.secrets),
-        status=diag.sorted(),
+        config=config,
+        listeners=tuple(listener_builder.listener(x) for x in config.listeners),
+        routes=tuple(route_builder.route_configuration(x) for x in config.route_configs),
+        clusters=tuple(cluster_builder.cluster(x) for x in config.clusters),
+        endpoints=tuple(cluster_builder.load_assignment(x) for x in config.load_assignments),
+        secrets=tuple(tls_builder.secret(x) for x in config.secrets),
+        status=status,
     )
 
 

@@ -16,6 +16,7 @@ HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 UNLIMITED = ir.UNLIMITED
 _TYPES = {
     "EDS": cluster_pb2.Cluster.EDS,
+    "STATIC": cluster_pb2.Cluster.STATIC,
     "STRICT_DNS": cluster_pb2.Cluster.STRICT_DNS,
     "LOGICAL_DNS": cluster_pb2.Cluster.LOGICAL_DNS,
     "ORIGINAL_DST": cluster_pb2.Cluster.ORIGINAL_DST,
@@ -56,7 +57,18 @@ def cluster(spec: ir.Cluster) -> cluster_pb2.Cluster:
         out.dns_refresh_rate.CopyFrom(millis(60_000))
         out.respect_dns_ttl = True
         out.load_assignment.CopyFrom(
-            load_assignment(ir.LoadAssignment(spec.name, spec.dns_endpoints))
+            load_assignment(ir.LoadAssignment(spec.name, spec.inline_endpoints))
+        )
+    elif spec.discovery == "STATIC" and spec.inline_endpoints:
+        # None at all (BlackHoleCluster): as Istio, no load_assignment either.
+        out.load_assignment.CopyFrom(
+            load_assignment(ir.LoadAssignment(spec.name, spec.inline_endpoints))
+        )
+    if spec.cleanup_interval_ms is not None:
+        out.cleanup_interval.CopyFrom(millis(spec.cleanup_interval_ms))
+    if spec.upstream_bind_address:
+        out.upstream_bind_config.source_address.CopyFrom(
+            address_pb2.SocketAddress(address=spec.upstream_bind_address, port_value=0)
         )
     if spec.ring_size is not None:
         out.ring_hash_lb_config.minimum_ring_size.value = spec.ring_size
@@ -117,14 +129,22 @@ def _http_protocol_options(spec: ir.Cluster) -> hpo_pb.HttpProtocolOptions | Non
     has_common = common.ByteSize() > 0
     # No DR sni: as Istio, the SNI (and the name checked) is the request's Host.
     auto_sni = spec.tls is not None and not spec.tls.sni
-    if not spec.http2 and not has_common and not auto_sni:
+    if not (spec.http2 or spec.use_downstream_protocol or has_common or auto_sni):
         return None
-    explicit = hpo_pb.HttpProtocolOptions.ExplicitHttpConfig()
-    if spec.http2:
-        explicit.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
+    if spec.use_downstream_protocol:
+        options = hpo_pb.HttpProtocolOptions(
+            use_downstream_protocol_config=hpo_pb.HttpProtocolOptions.UseDownstreamHttpConfig(
+                http_protocol_options=protocol_pb2.Http1ProtocolOptions(),
+                http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
+            )
+        )
     else:
-        explicit.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
-    options = hpo_pb.HttpProtocolOptions(explicit_http_config=explicit)
+        explicit = hpo_pb.HttpProtocolOptions.ExplicitHttpConfig()
+        if spec.http2:
+            explicit.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
+        else:
+            explicit.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
+        options = hpo_pb.HttpProtocolOptions(explicit_http_config=explicit)
     if has_common:
         options.common_http_protocol_options.CopyFrom(common)
     if auto_sni:

@@ -18,8 +18,7 @@ def route_configuration(spec: ir.RouteConfig) -> route_pb2.RouteConfiguration:
     return route_pb2.RouteConfiguration(
         name=spec.name,
         virtual_hosts=[virtual_host(v) for v in spec.virtual_hosts],
-        # Clients send Host with or without the port; Istio matches either (istio#6469).
-        ignore_port_in_host_matching=True,
+        ignore_port_in_host_matching=spec.ignore_port_in_host_matching,
         # Routes may name clusters that are not there yet: 503 for them, not a NACK for all.
         validate_clusters=BoolValue(value=False),
     )

@@ -1,0 +1,22 @@
+"""How each kind of proxy's HTTP connection managers treat requests, as Istio sets them.
+
+The shared HCM builder (envoy/listener.py) encodes whatever the IR says; the choices that
+differ between a gateway and a sidecar's inbound or outbound side are made here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pilotfish.translator import ir
+
+# A gateway is the edge: the client's address is the peer's, as in Istio.
+GATEWAY = ir.HttpOptions(use_remote_address=True)
+
+# A terminating gateway server: as Istio's gateways, the backend learns who the (mutual
+# TLS) client was from x-forwarded-client-cert, set here and never taken from the client.
+GATEWAY_TLS = replace(
+    GATEWAY,
+    forward_client_cert="SANITIZE_SET",
+    client_cert_details=ir.ClientCertDetails(subject=True, cert=True, dns=True, uri=True),
+)
