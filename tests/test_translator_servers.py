@@ -6,8 +6,9 @@ import pytest
 
 from pilotfish.translator import ir
 from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.gateway_servers.merge import merge_servers
 from pilotfish.translator.registry import ServiceRegistry
-from pilotfish.translator.servers import BoundServer, merge_servers, servers_for
+from pilotfish.translator.servers import BoundServer, servers_for
 from tests.test_translator_tls_fixtures import GATEWAY_PROXY, config, errors, gateway, run
 
 

@@ -1,16 +1,14 @@
-"""Gateway servers: which select the proxy, what each one is, and which may share a port.
+"""Gateway servers: which select the proxy, where each listens, and what kind each is.
 
 Follows Istio: Gateways from any namespace select the proxy by labels, in Istio's order
 (creation time, name); each server listens on the target ports of the proxy's own
 Services for its port (service_targets.py), else on its own port: a server with several
-gives one BoundServer per listener port. Servers on one (bind, port) are merged the way
-Istio's MergeGateways does, and a server that cannot join the ones before it is left out
-and reported, so Envoy never gets two filter chains with the same match.
+gives one BoundServer per listener port. Its kind (from protocol and tls mode) picks the
+builder in gateway_servers/ that owns what it becomes.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -170,83 +168,6 @@ def _kind(
         return None
     # Istio terminates a TCP server that has tls settings, as a TLS one.
     return "https" if protocol == "HTTPS" else "tls"
-
-
-Category = Literal["http", "tcp", "tls"]
-
-
-def _category(kind: ServerKind) -> Category:
-    if kind == "http":
-        return "http"
-    if kind == "tcp":
-        return "tcp"
-    return "tls"
-
-
-def merge_servers(
-    servers: list[BoundServer], diag: Diagnostics
-) -> dict[tuple[str, int], list[BoundServer]]:
-    """Servers grouped by (bind, listener port), keeping only those that can share it.
-
-    As Istio: plaintext HTTP servers share a port with each other only; a TCP server with
-    nothing; TLS-based servers (HTTPS, TLS, passthrough) with each other, told apart by
-    SNI, so one host may appear once per port, and HTTPS servers need distinct route
-    names. The first server wins; a later one that conflicts is reported and left out.
-    """
-    merged: dict[tuple[str, int], list[BoundServer]] = defaultdict(list)
-    tls_hosts: dict[tuple[str, int], dict[str, BoundServer]] = defaultdict(dict)
-    route_names: set[str] = set()
-    for bound in servers:
-        key = (bound.bind, bound.listener_port)
-        first = merged[key][0] if merged[key] else None
-        category = _category(bound.kind)
-        if first is not None and (category != _category(first.kind) or category == "tcp"):
-            why = (
-                "a TCP server needs a port of its own"
-                if "tcp" in (category, _category(first.kind))
-                else f"{bound.protocol} and {first.protocol} servers cannot share a port"
-            )
-            diag.error(
-                bound.gateway,
-                f"{bound.path}.port",
-                f"{bound.where()} is already used by the {first.describe()}: {why}: server skipped",
-            )
-            continue
-        if category == "tls":
-            claimed = tls_hosts[key]
-            duplicates = sorted({h for _, h in bound.hosts()} & claimed.keys())
-            if duplicates:
-                owners = ", ".join(f"{h} by the {claimed[h].describe()}" for h in duplicates)
-                diag.error(
-                    bound.gateway,
-                    f"{bound.path}.hosts",
-                    f"TLS on {bound.where()} already serves {owners}; "
-                    "SNI cannot tell two servers apart: server skipped",
-                )
-                continue
-        if bound.kind == "https":
-            route = https_route_name(bound)
-            if route in route_names:
-                diag.error(
-                    bound.gateway,
-                    f"{bound.path}.port.name",
-                    f"another HTTPS server of this Gateway on port {bound.port_number} has "
-                    f"the port name {bound.server.port.name!r}: each needs its own "
-                    "(it names the route configuration): server skipped",
-                )
-                continue
-            route_names.add(route)
-        if category == "tls":
-            for _, host in bound.hosts():
-                tls_hosts[key][host] = bound
-        merged[key].append(bound)
-    return {k: v for k, v in merged.items() if v}
-
-
-def https_route_name(bound: BoundServer) -> str:
-    """Istio's RDS name for a terminated HTTPS server: one per server, its vhosts only."""
-    gw = bound.gateway.meta
-    return f"https.{bound.port_number}.{bound.server.port.name}.{gw.name}.{gw.namespace}"
 
 
 def bound_virtual_services(

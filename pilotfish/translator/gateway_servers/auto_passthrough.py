@@ -8,24 +8,38 @@ server hosts cover, matching that name, and a TCP proxy to a cluster of the same
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from pilotfish.model.objects import ServicePort
 from pilotfish.translator import ir
 from pilotfish.translator.cluster_names import ClusterName
+from pilotfish.translator.gateway_servers.base import Chain, ChainContext, Sharing
 from pilotfish.translator.hosts import matches
 from pilotfish.translator.registry import RegistryService, ServiceRegistry, port_protocol
 from pilotfish.translator.servers import BoundServer
 
 
-@dataclass(frozen=True)
-class Target:
-    chain: ir.TcpFilterChain
-    cluster: ir.Cluster
-    load_assignment: ir.LoadAssignment
+class AutoPassthroughServers:
+    sharing: Sharing = "tls"
+
+    def route_name(self, bound: BoundServer) -> str | None:
+        return None
+
+    def chains(self, servers: Sequence[BoundServer], ctx: ChainContext) -> list[Chain]:
+        found: list[Chain] = []
+        for bound in servers:
+            chains = _chains(bound, ctx.registry)
+            if not chains:
+                ctx.diag.warning(
+                    bound.gateway,
+                    f"{bound.path}.hosts",
+                    "AUTO_PASSTHROUGH: no service matches these hosts: nothing is served",
+                )
+            found.extend(chains)
+        return found
 
 
-def auto_passthrough_targets(bound: BoundServer, registry: ServiceRegistry) -> list[Target]:
+def _chains(bound: BoundServer, registry: ServiceRegistry) -> list[Chain]:
     """A chain and an SNI-DNAT cluster per service port the server's hosts cover, and per
     DestinationRule subset of it (`outbound_.<port>_.<subset>_.<fqdn>`, the subset's
     endpoints)."""
@@ -38,8 +52,10 @@ def auto_passthrough_targets(bound: BoundServer, registry: ServiceRegistry) -> l
         for port in service.ports:
             if port_protocol(port) == "UDP":
                 continue
-            targets.append(_target(service, port, registry))
-            targets.extend(_target(service, port, registry, n, labels) for n, labels in subsets)
+            targets.append(_chain(bound, service, port, registry))
+            targets.extend(
+                _chain(bound, service, port, registry, n, labels) for n, labels in subsets
+            )
     return targets
 
 
@@ -50,19 +66,23 @@ def _covered(bound: BoundServer, service: RegistryService) -> bool:
     )
 
 
-def _target(
+def _chain(
+    bound: BoundServer,
     service: RegistryService,
     port: ServicePort,
     registry: ServiceRegistry,
     subset: str = "",
     labels: dict[str, str] | None = None,
-) -> Target:
+) -> Chain:
     name = ClusterName.outbound(port.port, service.hostname, subset).sni
     cluster = ir.WeightedCluster(name, 0)
-    return Target(
-        chain=ir.TcpFilterChain(
+    return Chain(
+        ir.TcpFilterChain(
             stat_prefix=name, clusters=(cluster,), match=ir.ChainMatch(server_names=(name,))
         ),
+        bound.gateway,
+        f"{bound.path}.hosts",
+        bound.describe(),
         cluster=ir.Cluster(name),
         load_assignment=ir.LoadAssignment(name, registry.endpoints(service, port, labels)),
     )
