@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.1,
         metavar="SECONDS",
-        help="push once changes have been quiet this long (default %(default)s)",
+        help="a change after this long without any is pushed at once; changes that follow "
+        "it are pushed once they have been quiet this long (default %(default)s)",
     )
     serve.add_argument(
         "--debounce-max",

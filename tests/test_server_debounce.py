@@ -1,4 +1,5 @@
-"""pilotfish.server.debounce: a burst of changes becomes one push, a trickle still gets through."""
+"""pilotfish.server.debounce: a lone change goes at once, a burst becomes one push, a trickle
+still gets through."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ EARLY = 0.01
 def test_a_burst_becomes_one_batch_with_the_summed_count() -> None:
     async def scenario() -> tuple[int, float]:
         loop = asyncio.get_running_loop()
-        debouncer = Debouncer(quiet=0.1, max_wait=5.0)
+        debouncer = Debouncer(quiet=0.1, max_wait=5.0, leading=False)
         start = loop.time()
         debouncer.notify()
         debouncer.notify(3)
@@ -33,7 +34,7 @@ def test_a_burst_becomes_one_batch_with_the_summed_count() -> None:
 def test_the_quiet_period_is_respected_and_later_changes_make_a_new_batch() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        debouncer = Debouncer(quiet=0.15, max_wait=5.0)
+        debouncer = Debouncer(quiet=0.15, max_wait=5.0, leading=False)
 
         waiter = asyncio.ensure_future(debouncer.next_batch())
         await asyncio.wait({waiter}, timeout=0.05)
@@ -57,7 +58,7 @@ def test_a_steady_trickle_still_yields_by_max_wait() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         quiet, max_wait, every, duration = 0.1, 0.4, 0.05, 2.0
-        debouncer = Debouncer(quiet=quiet, max_wait=max_wait)
+        debouncer = Debouncer(quiet=quiet, max_wait=max_wait, leading=False)
         sent = 0
 
         async def trickle() -> None:
@@ -96,10 +97,38 @@ def test_a_steady_trickle_still_yields_by_max_wait() -> None:
 def test_max_wait_shorter_than_quiet_caps_the_wait() -> None:
     async def scenario() -> float:
         loop = asyncio.get_running_loop()
-        debouncer = Debouncer(quiet=5.0, max_wait=0.1)
+        debouncer = Debouncer(quiet=5.0, max_wait=0.1, leading=False)
         debouncer.notify()
         start = loop.time()
         assert await asyncio.wait_for(debouncer.next_batch(), timeout=10) == 1
         return loop.time() - start
 
     assert 0.1 - EARLY <= asyncio.run(scenario()) < 3.0
+
+
+def test_a_change_after_a_quiet_period_is_a_batch_at_once() -> None:
+    async def scenario() -> None:
+        # A quiet period far longer than the test's patience: only the leading edge
+        # can answer in time.
+        debouncer = Debouncer(quiet=30.0, max_wait=60.0)
+        debouncer.notify(2)
+        assert await asyncio.wait_for(debouncer.next_batch(), timeout=5) == 2
+
+    asyncio.run(scenario())
+
+
+def test_changes_right_after_a_leading_batch_are_merged_until_quiet() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        debouncer = Debouncer(quiet=0.2, max_wait=5.0)
+        debouncer.notify()
+        assert await asyncio.wait_for(debouncer.next_batch(), timeout=5) == 1
+        # Within the quiet period of that batch: a burst, merged into one batch.
+        debouncer.notify()
+        for i, count in enumerate((2, 3)):
+            loop.call_later(0.05 * (i + 1), debouncer.notify, count)
+        started = loop.time()
+        assert await asyncio.wait_for(debouncer.next_batch(), timeout=5) == 6
+        assert loop.time() - started >= 0.1 + 0.2 - EARLY  # waited out the burst
+
+    asyncio.run(scenario())
