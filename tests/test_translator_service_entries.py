@@ -7,7 +7,7 @@ import pytest
 from pilotfish.model.configset import ConfigSet, build_config_set
 from pilotfish.model.documents import parse_manifest_text
 from pilotfish.model.objects import Pod
-from pilotfish.translator.destination_rules import exported_to
+from pilotfish.translator.visibility import exported_to
 from pilotfish.translator.ir import Endpoint
 from pilotfish.translator.registry import ServiceRegistry, port_protocol
 

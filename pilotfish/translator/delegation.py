@@ -15,6 +15,7 @@ from typing import cast
 from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.objects import IstioObject
 from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.visibility import exported_to
 
 Lookup = Callable[[str, str], IstioObject | None]  # (namespace, name) -> VirtualService
 
@@ -53,6 +54,14 @@ def expand(vs: IstioObject, lookup: Lookup, diag: Diagnostics) -> list[Rule]:
             )
             continue
         delegate = cast(vs_pb.VirtualService, target.spec)
+        if not exported_to(delegate.export_to, namespace, vs.meta.namespace):
+            diag.error(
+                vs,
+                f"{path}.delegate",
+                f"VirtualService {namespace}/{rule.delegate.name} is not exported to namespace "
+                f"{vs.meta.namespace} (its exportTo): rule skipped",
+            )
+            continue
         if delegate.hosts:
             diag.error(
                 vs,

@@ -15,7 +15,6 @@ whole (Istio's MergeTrafficPolicy).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 
@@ -24,19 +23,9 @@ from pilotfish.model.configset import ConfigSet
 from pilotfish.model.objects import IstioObject
 from pilotfish.translator import ir
 from pilotfish.translator.hosts import DEFAULT_DOMAIN_SUFFIX, fqdn, is_wildcard, matches
+from pilotfish.translator.visibility import exported_to
 
 _POLICY_FIELDS = ("load_balancer", "connection_pool", "outlier_detection", "tls")
-
-
-def exported_to(export_to: Iterable[str], own_namespace: str, namespace: str) -> bool:
-    """Istio's exportTo: unset or `*` is everywhere, `.` the object's own namespace, `~`
-    nowhere."""
-    targets = list(export_to)
-    if not targets or "*" in targets:
-        return True
-    if targets == ["~"]:
-        return False
-    return any((t == "." and namespace == own_namespace) or t == namespace for t in targets)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pilotfish.translator.proxy import Proxy
 from pilotfish.translator.registry import ServiceRegistry
 from pilotfish.translator.secrets import Credentials
 from pilotfish.translator.servers import servers_for
+from pilotfish.translator.visibility import visible_in
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,11 @@ def build_gateway(
     config: ConfigSet, proxy: Proxy, registry: ServiceRegistry, diag: Diagnostics
 ) -> GatewayConfig:
     merged = merge_servers(servers_for(config, proxy, registry, diag), diag)
-    virtual_services = config.istio("VirtualService")
-    by_name = {(v.meta.namespace, v.meta.name): v for v in virtual_services}
+    every_virtual_service = config.istio("VirtualService")
+    # As Istio: a gateway binds the VirtualServices exported to its own namespace; a
+    # delegate must be exported to its root's namespace (checked where it is followed).
+    virtual_services = [v for v in every_virtual_service if visible_in(v, proxy.namespace)]
+    by_name = {(v.meta.namespace, v.meta.name): v for v in every_virtual_service}
     ctx = ChainContext(
         credentials=Credentials(config, proxy.namespace, diag),
         virtual_services=virtual_services,

@@ -29,14 +29,10 @@ from pilotfish.model.objects import (
 )
 from pilotfish.translator import ir
 from pilotfish.translator.cluster_names import ClusterName
-from pilotfish.translator.destination_rules import (
-    AppliedRule,
-    DestinationRules,
-    exported_to,
-    hash_policy,
-)
+from pilotfish.translator.destination_rules import AppliedRule, DestinationRules, hash_policy
 from pilotfish.translator.hosts import DEFAULT_DOMAIN_SUFFIX, is_wildcard
 from pilotfish.translator.labels import selects
+from pilotfish.translator.visibility import exported_to
 
 Resolution = str  # "KUBERNETES", or a ServiceEntry's: NONE, STATIC, DNS, DNS_ROUND_ROBIN
 
