@@ -142,7 +142,7 @@ def test_duplicates_are_reported_and_the_first_wins() -> None:
     for error in config.errors:
         assert (error.kind, error.namespace, error.name) == ("VirtualService", "default", "web")
         assert "duplicate VirtualService/default/web" in error.message
-        assert "already defined in a.yaml document 0" in error.message
+        assert "the copy in force is in a.yaml document 0" in error.message
 
 
 # --- the last valid version stays in force ----------------------------------------------
@@ -224,13 +224,50 @@ def test_an_unreadable_file_keeps_all_its_previous_objects() -> None:
     assert error.message.startswith("not valid YAML")
 
 
-def test_a_fixed_copy_elsewhere_wins_over_a_kept_old_one() -> None:
+def test_a_copy_elsewhere_does_not_take_over_while_the_serving_file_is_broken() -> None:
     v1 = build_config_set(files(a_yaml=virtual_service("web", timeout="1s")))
     v2 = build_config_set(
         files(a_yaml="kind: [unclosed\n", b_yaml=virtual_service("web", timeout="2s")), previous=v1
     )
-    assert vs_timeout(v2, "web") == 2
-    assert [e.file for e in v2.errors] == ["a.yaml"]
+    assert vs_timeout(v2, "web") == 1  # a.yaml's last valid version
+    assert sorted(e.file for e in v2.errors if e.file) == ["a.yaml", "b.yaml"]
+    (duplicate,) = [e for e in v2.errors if e.file == "b.yaml"]
+    assert "the copy in force is in a.yaml" in duplicate.message
+    # Once a.yaml is gone, b.yaml's copy is the only one: it takes over.
+    v3 = build_config_set(files(b_yaml=virtual_service("web", timeout="2s")), previous=v2)
+    assert vs_timeout(v3, "web") == 2
+    assert v3.errors == ()
+
+
+def test_a_stray_copy_never_replaces_the_object_in_force() -> None:
+    """Found as a user would: a copy of a working object pasted into another file (one
+    that sorts first) used to replace it."""
+    v1 = build_config_set(files(m_yaml=virtual_service("web", timeout="1s")))
+    v2 = build_config_set(
+        files(
+            m_yaml=virtual_service("web", timeout="1s"),
+            a_yaml=virtual_service("web", timeout="9s"),
+        ),
+        previous=v1,
+    )
+    assert vs_timeout(v2, "web") == 1
+    (error,) = v2.errors
+    assert (error.file, error.document, error.kind, error.name) == (
+        "a.yaml",
+        0,
+        "VirtualService",
+        "web",
+    )
+    assert "the copy in force is in m.yaml document 0" in error.message
+    # Editing the object in its own file still takes effect.
+    v3 = build_config_set(
+        files(
+            m_yaml=virtual_service("web", timeout="2s"),
+            a_yaml=virtual_service("web", timeout="9s"),
+        ),
+        previous=v2,
+    )
+    assert vs_timeout(v3, "web") == 2
 
 
 def test_a_deleted_file_takes_its_objects_with_it() -> None:

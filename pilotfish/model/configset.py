@@ -76,6 +76,7 @@ def build_config_set(files: Sequence[ParsedFile], previous: ConfigSet | None = N
     errors: list[ConfigError] = []
     kept: dict[ConfigKey, ConfigObject] = {}
 
+    candidates: dict[ConfigKey, list[ConfigObject]] = {}
     for parsed in sorted(files, key=lambda f: f.file):
         errors.extend(parsed.errors)
         if parsed.unreadable:
@@ -88,30 +89,51 @@ def build_config_set(files: Sequence[ParsedFile], previous: ConfigSet | None = N
             if isinstance(result, ConfigError):
                 errors.append(_with_fallback_note(result, previous, kept))
                 continue
-            key = key_of(result)
-            if key in objects:
-                first = objects[key].origin
-                errors.append(
-                    ConfigError(
-                        f"duplicate {key}: already defined in {first.file} "
-                        f"document {first.document}; "
-                        "this copy is ignored",
-                        doc.file,
-                        doc.index,
-                        key.kind,
-                        key.namespace or None,
-                        key.name,
-                    )
-                )
-                continue
-            objects[key] = result
+            candidates.setdefault(key_of(result), []).append(result)
+
+    for key, copies in candidates.items():
+        chosen = _in_force(key, copies, previous, kept)
+        objects[key] = chosen
+        errors.extend(_duplicate(key, c, chosen) for c in copies if c is not chosen)
 
     for key, obj in kept.items():
-        objects.setdefault(key, obj)  # a fixed copy elsewhere wins over a kept old one
+        objects.setdefault(key, obj)
 
     config = ConfigSet(objects)
     errors.extend(cross_reference_errors(config))
     return ConfigSet(objects, tuple(errors))
+
+
+def _in_force(
+    key: ConfigKey,
+    copies: list[ConfigObject],
+    previous: ConfigSet,
+    kept: dict[ConfigKey, ConfigObject],
+) -> ConfigObject:
+    """Of several copies of one object, the one that stays in force: the copy from the
+    file that was serving it (a stray copy elsewhere never takes over a working object),
+    else its last valid version if that file's copy broke, else the first by file path."""
+    serving = previous.objects.get(key)
+    if serving is not None:
+        same_file = [c for c in copies if c.origin.file == serving.origin.file]
+        if same_file:
+            return same_file[0]
+        if key in kept:
+            return kept[key]
+    return copies[0]
+
+
+def _duplicate(key: ConfigKey, copy: ConfigObject, chosen: ConfigObject) -> ConfigError:
+    where = chosen.origin
+    return ConfigError(
+        f"duplicate {key}: the copy in force is in {where.file} document {where.document}; "
+        "this copy is ignored (remove one of them)",
+        copy.origin.file,
+        copy.origin.document,
+        key.kind,
+        key.namespace or None,
+        key.name,
+    )
 
 
 def with_mesh(
