@@ -7,9 +7,9 @@ import pytest
 from pilotfish.model.configset import ConfigSet, build_config_set
 from pilotfish.model.documents import parse_manifest_text
 from pilotfish.model.objects import Pod
-from pilotfish.translator.visibility import exported_to
 from pilotfish.translator.ir import Endpoint
 from pilotfish.translator.registry import ServiceRegistry, port_protocol
+from pilotfish.translator.visibility import exported_to
 
 
 def config_of(*documents: str) -> ConfigSet:
