@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from envoy.config.core.v3 import base_pb2
@@ -15,7 +16,7 @@ from pilotfish.server import control_plane as cp
 from pilotfish.sources.files import FileSource
 from pilotfish.translator.proxy import Proxy
 from pilotfish.translator.translate import translate
-from pilotfish.xds.types import LISTENER
+from pilotfish.xds import types
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "httpbin-gateway"
 
@@ -103,10 +104,94 @@ spec:
     for n in nodes:
         found = plane.cache.get(n.id)
         assert found is not None
-        listeners.append(sorted(found.snapshot.resources[LISTENER]))
+        listeners.append(sorted(found.snapshot.resources[types.LISTENER]))
     # The Service in the example maps 80 -> 8080 for every replica; the entry adds 9090
     # for the one at its IP.
     assert listeners == [["0.0.0.0_8080", "0.0.0.0_9090"], ["0.0.0.0_8080"], ["0.0.0.0_8080"]]
     shared = [plane.cache.get(n.id) for n in nodes[1:]]
     assert shared[0] is not None and shared[1] is not None
     assert shared[0].snapshot is shared[1].snapshot
+
+
+LONG_SNI_RULE = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin, namespace: default}
+spec:
+  host: httpbin
+  trafficPolicy:
+    tls: {mode: SIMPLE, sni: %s}
+"""
+HTTPBIN_CLUSTER = "outbound|8000||httpbin.default.svc.cluster.local"
+
+
+def test_a_resource_envoy_would_reject_is_held_back_and_reported(tmp_path: Path) -> None:
+    """Upstream TLS SNI is at most 255 bytes for Envoy; nothing before the pre-push check
+    knows that. The cluster keeps its last good version and the rule is blamed."""
+    for f in EXAMPLE.iterdir():
+        (tmp_path / f.name).write_text(f.read_text())
+    plane = cp.ControlPlane()
+    plane.apply(build_config_set(FileSource(tmp_path).load()))
+    gateway = node("gw-a", "10.0.0.1", {"istio": "ingressgateway"})
+    asyncio.run(plane.on_connect(gateway))
+    before = plane.cache.get(gateway.id)
+    assert before is not None
+    good = before.snapshot.resources[types.CLUSTER][HTTPBIN_CLUSTER]
+
+    (tmp_path / "rule.yaml").write_text(LONG_SNI_RULE % ("a" * 300))
+    plane.apply(build_config_set(FileSource(tmp_path).load()))
+    after = plane.cache.get(gateway.id)
+    assert after is not None
+    assert after.snapshot.resources[types.CLUSTER][HTTPBIN_CLUSTER] == good
+    assert after.snapshot.consistency_errors() == []
+    [problem] = [p for p in plane.config_status() if p.get("kind") == "DestinationRule"]
+    assert problem["name"] == "httpbin" and problem["field"] == "spec.trafficPolicy.tls"
+    assert problem["file"] == "rule.yaml" and problem["proxies"] == [gateway.id]
+    assert f"Envoy would reject cds resource '{HTTPBIN_CLUSTER}'" in problem["message"]
+    assert "transport_socket.typed_config.sni: must be at most 255 bytes long" in problem["message"]
+
+    # A proxy that never had a good version of the cluster does not get it at all.
+    newcomer = node("gw-b", "10.0.0.2", {"istio": "ingressgateway"})
+    asyncio.run(plane.on_connect(newcomer))
+    fresh = plane.cache.get(newcomer.id)
+    assert fresh is not None and HTTPBIN_CLUSTER not in fresh.snapshot.resources[types.CLUSTER]
+
+    (tmp_path / "rule.yaml").write_text(LONG_SNI_RULE % "httpbin.example.com")
+    plane.apply(build_config_set(FileSource(tmp_path).load()))
+    fixed = plane.cache.get(gateway.id)
+    assert fixed is not None
+    assert fixed.snapshot.resources[types.CLUSTER][HTTPBIN_CLUSTER].HasField("transport_socket")
+    assert not [p for p in plane.config_status() if p.get("kind") == "DestinationRule"]
+
+
+def test_a_negative_duration_is_reported_at_the_istio_field(tmp_path: Path) -> None:
+    for f in EXAMPLE.iterdir():
+        (tmp_path / f.name).write_text(f.read_text())
+    (tmp_path / "rule.yaml").write_text(
+        """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin, namespace: default}
+spec:
+  host: httpbin
+  trafficPolicy:
+    connectionPool: {tcp: {connectTimeout: -1s}}
+    outlierDetection: {interval: -5s, consecutive5xxErrors: 3}
+"""
+    )
+    plane = cp.ControlPlane()
+    plane.apply(build_config_set(FileSource(tmp_path).load()))
+    gateway = node("gw-a", "10.0.0.1", {"istio": "ingressgateway"})
+    asyncio.run(plane.on_connect(gateway))
+    fields = {p["field"] for p in plane.config_status() if p.get("kind") == "DestinationRule"}
+    assert fields == {
+        "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+        "spec.trafficPolicy.outlierDetection.interval",
+    }
+    served = plane.cache.get(gateway.id)
+    assert served is not None
+    cluster: Any = served.snapshot.resources[types.CLUSTER][HTTPBIN_CLUSTER]
+    # The bad values are ignored (Envoy's defaults apply), the rest of the rule is served.
+    assert cluster.connect_timeout.ToMilliseconds() == 10_000
+    assert cluster.outlier_detection.consecutive_5xx.value == 3
+    assert not cluster.outlier_detection.HasField("interval")

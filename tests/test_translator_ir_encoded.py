@@ -67,6 +67,7 @@ def _routes() -> tuple[ir.Route, ...]:
             split,
             timeout_ms=1500,
             retry=ir.RetryPolicy(3, "5xx", 200, (503,), retry_remote_localities=True),
+            source=ir.Source("VirtualService", "default", "reviews", "spec.http[0]", "vs.yaml", 0),
             hash_policy=ir.HashPolicy("cookie", "session", "/", 10_000),
             rewrite=ir.Rewrite(prefix="/v1", authority="b.example.com"),
             headers=headers,
@@ -229,6 +230,7 @@ def _clusters() -> tuple[ir.Cluster, ...]:
     return (
         ir.Cluster(
             C1,
+            sources=(("connect_timeout", ir.Source("DestinationRule", "default", "reviews")),),
             connect_timeout_ms=2000,
             lb_policy="RING_HASH",
             http2=True,
@@ -438,7 +440,10 @@ def encoded(config: ir.ProxyConfig) -> tuple[bytes, ...] | None:
     except (ValueError, KeyError, TypeError):
         return None
     groups = (out.listeners, out.routes, out.clusters, out.endpoints, out.secrets)
-    return tuple(m.SerializeToString(deterministic=True) for group in groups for m in group)
+    resources = tuple(m.SerializeToString(deterministic=True) for group in groups for m in group)
+    # Where each part came from is not for Envoy: it goes into the translation's sources
+    # (for the pre-push check's reports), which count as encoded too.
+    return (*resources, repr(sorted(out.sources.items())).encode())
 
 
 def field_is_encoded(

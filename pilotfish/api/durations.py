@@ -105,3 +105,8 @@ def _normalize_single(item: Any, message_type: Descriptor) -> Any:
             return item if converted is None else converted
         return item
     return _normalize_message(item, message_type)
+
+
+def to_millis(d: Duration) -> int:
+    """Whole milliseconds, rounded toward zero (as Go's ``Duration.Milliseconds``)."""
+    return int(d.ToMilliseconds())

@@ -2,11 +2,22 @@
 
 Owns no I/O of its own: sources hand it ConfigSets (`apply`), the ADS server tells it
 when proxies come and go, and it puts translated snapshots into the xDS cache.
+
+Before a snapshot reaches the cache, every resource is checked against Envoy's own
+constraints (xds/precheck.py, once per content hash). A resource Envoy would reject is
+not sent: the proxy keeps the version it was last sent (or never gets it), and the
+problem is reported like any other, on the Istio object and field the resource was
+built from. That attribution is recorded by the translator itself, per resource
+(``Translation.sources``: the VirtualService rule of each route, the Service port and
+DestinationRule sections of each cluster), because only the translator knows what it
+built from what; the check itself stays in xds/, which knows nothing of Istio. A
+resource with no recorded source is reported without an object (a translator bug).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -19,8 +30,11 @@ from pilotfish.server import metrics
 from pilotfish.translator.proxy import Proxy
 from pilotfish.translator.service_targets import addressed_ips
 from pilotfish.translator.translate import Translation, translate
+from pilotfish.xds import types
 from pilotfish.xds.ads import AdsServer
 from pilotfish.xds.cache import InconsistentSnapshotError, SnapshotCache
+from pilotfish.xds.pgv import Violation
+from pilotfish.xds.precheck import ResourceChecker, ResourceKey, screen
 from pilotfish.xds.snapshot import Snapshot
 
 log = structlog.get_logger()
@@ -42,6 +56,45 @@ def snapshot_of(translation: Translation) -> Snapshot:
 
 
 ProxyShape = tuple[str, str, tuple[tuple[str, str], ...], str]
+
+
+@dataclass(frozen=True)
+class Translated:
+    """One proxy shape's translation, its snapshot, and what Envoy would reject in it."""
+
+    translation: Translation
+    snapshot: Snapshot
+    rejected: Mapping[ResourceKey, tuple[Violation, ...]]
+    status: tuple[ConfigError, ...]  # the translation's problems and the rejections'
+
+
+def rejection_errors(
+    translation: Translation, rejected: Mapping[ResourceKey, tuple[Violation, ...]]
+) -> list[ConfigError]:
+    """Each violation as a problem on the Istio object and field it came from."""
+    errors: list[ConfigError] = []
+    for (type_url, name), violations in sorted(rejected.items()):
+        for violation in violations:
+            source = translation.locate(type_url, name, violation.path)
+            message = (
+                f"Envoy would reject {types.short_name(type_url)} resource {name!r}: "
+                f"{violation}: not sent (a proxy keeps the last good version it has)"
+            )
+            if source is None:
+                errors.append(ConfigError(message))
+                continue
+            errors.append(
+                ConfigError(
+                    message,
+                    source.file,
+                    source.document,
+                    source.kind,
+                    source.namespace or None,
+                    source.name,
+                    source.field or None,
+                )
+            )
+    return errors
 
 
 def proxy_shape(proxy: Proxy, addressed: frozenset[tuple[str, str]]) -> ProxyShape:
@@ -67,8 +120,9 @@ class ControlPlane:
         self._reported: set[ConfigError] = set()
         # Translation depends only on a proxy's shape: a fleet of identical gateway
         # replicas is translated once per config, not once per proxy.
-        self._translations: dict[ProxyShape, tuple[Translation, Snapshot]] = {}
+        self._translations: dict[ProxyShape, Translated] = {}
         self._addressed: frozenset[tuple[str, str]] = frozenset()
+        self.checker = ResourceChecker()
 
     # --- proxies ------------------------------------------------------------------------
 
@@ -109,18 +163,31 @@ class ControlPlane:
             self._update(proxy)
         self._report_status()
 
-    def _translated(self, proxy: Proxy) -> tuple[Translation, Snapshot]:
+    def _translated(self, proxy: Proxy) -> Translated:
         shape = proxy_shape(proxy, self._addressed)
         found = self._translations.get(shape)
         if found is None:
             with metrics.TRANSLATION_SECONDS.time():
                 translation = translate(self.config, proxy)
-            found = self._translations[shape] = (translation, snapshot_of(translation))
+            snapshot = snapshot_of(translation)
+            rejected = self.checker.violations(snapshot)
+            status = (*translation.status, *rejection_errors(translation, rejected))
+            found = self._translations[shape] = Translated(
+                translation, snapshot, rejected, tuple(dict.fromkeys(status))
+            )
         return found
 
     def _update(self, proxy: Proxy) -> None:
-        translation, snapshot = self._translated(proxy)
-        self._proxy_status[proxy.id] = translation.status
+        translated = self._translated(proxy)
+        self._proxy_status[proxy.id] = translated.status
+        snapshot = translated.snapshot
+        if translated.rejected:
+            current = self.cache.get(proxy.id)
+            previous = current.snapshot if current is not None else None
+            screened = screen(snapshot, translated.rejected, previous)
+            snapshot = screened.snapshot
+            for held in screened.held:
+                log.warning("resource held back", proxy=proxy.id, reason=held.describe())
         try:
             self.cache.set_snapshot(proxy.id, snapshot)
         except InconsistentSnapshotError as exc:

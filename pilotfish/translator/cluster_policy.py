@@ -8,16 +8,17 @@ UpstreamTlsContext. Problems are reported on the rule, at the field.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import cast
 
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
 from pilotfish.api.networking.v1alpha3 import destination_rule_pb2 as dr_pb
 from pilotfish.model.objects import IstioObject
 from pilotfish.translator import ir
-from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.diagnostics import Diagnostics, source_of
+from pilotfish.translator.durations import duration_ms
 from pilotfish.translator.secrets import Credentials, Unusable
 from pilotfish.translator.tls import san_match
 
@@ -38,8 +39,19 @@ class Applied:
     secrets: tuple[ir.SdsSecret, ...] = ()
 
 
-def _ms(d: Duration) -> int:
-    return d.seconds * 1000 + d.nanos // 1_000_000
+# Which Envoy cluster fields each policy section becomes, for reporting a problem found
+# in the built cluster (the pre-push check) at the section the user wrote.
+_ENVOY_FIELDS = {
+    "load_balancer": ("lb_policy", "ring_hash_lb_config", "maglev_lb_config", "type"),
+    "connection_pool": (
+        "connect_timeout",
+        "circuit_breakers",
+        "upstream_connection_options",
+        "typed_extension_protocol_options",
+    ),
+    "outlier_detection": ("outlier_detection", "common_lb_config"),
+    "tls": ("transport_socket",),
+}
 
 
 def apply_policy(
@@ -48,24 +60,44 @@ def apply_policy(
     rule: IstioObject,
     credentials: Credentials,
     diag: Diagnostics,
+    paths: Mapping[str, str] | None = None,
 ) -> Applied:
+    """``paths``: where each section of ``policy`` was written in ``rule`` (default: its
+    top-level ``spec.trafficPolicy``), for problems and the cluster's sources."""
+    where = {
+        name: (paths or {}).get(name, f"spec.trafficPolicy.{_json(name)}") for name in _ENVOY_FIELDS
+    }
     out = cluster
     if policy.HasField("load_balancer"):
-        out = _load_balancer(out, policy.load_balancer, rule, diag)
+        out = _load_balancer(out, policy.load_balancer, rule, where["load_balancer"], diag)
     if policy.HasField("connection_pool"):
-        out = _connection_pool(out, policy.connection_pool)
+        out = _connection_pool(out, policy.connection_pool, rule, where["connection_pool"], diag)
     if policy.HasField("outlier_detection"):
-        out = _outlier(out, policy.outlier_detection)
+        out = _outlier(out, policy.outlier_detection, rule, where["outlier_detection"], diag)
     secrets: tuple[ir.SdsSecret, ...] = ()
     if policy.HasField("tls"):
         out, secrets = _tls(out, policy.tls, rule, credentials, diag)
-    return Applied(out, secrets)
+    sources = tuple(
+        (envoy_field, source_of(rule, where[name]))
+        for name, envoy_fields in _ENVOY_FIELDS.items()
+        if policy.HasField(name)
+        for envoy_field in envoy_fields
+    )
+    return Applied(replace(out, sources=(*out.sources, *sources)), secrets)
 
 
 def _load_balancer(
-    cluster: ir.Cluster, lb: dr_pb.LoadBalancerSettings, rule: IstioObject, diag: Diagnostics
+    cluster: ir.Cluster,
+    lb: dr_pb.LoadBalancerSettings,
+    rule: IstioObject,
+    path: str,
+    diag: Diagnostics,
 ) -> ir.Cluster:
     which = lb.WhichOneof("lb_policy")
+    if which == "consistent_hash" and lb.consistent_hash.HasField("http_cookie"):
+        # Only reported here: the ttl goes on routes (destination_rules.hash_policy).
+        cookie = lb.consistent_hash.http_cookie
+        duration_ms(cookie, "ttl", rule, f"{path}.consistentHash.httpCookie.ttl", diag)
     if which == "simple":
         if lb.simple == _LB.PASSTHROUGH:
             # Istio: to the address the client asked for, i.e. an ORIGINAL_DST cluster.
@@ -84,23 +116,35 @@ def _load_balancer(
     return cluster
 
 
-def _connection_pool(cluster: ir.Cluster, pool: dr_pb.ConnectionPoolSettings) -> ir.Cluster:
+def _connection_pool(
+    cluster: ir.Cluster,
+    pool: dr_pb.ConnectionPoolSettings,
+    rule: IstioObject,
+    path: str,
+    diag: Diagnostics,
+) -> ir.Cluster:
     limits = cluster.circuit_breakers
     out = cluster
     if pool.HasField("tcp"):
         tcp = pool.tcp
         if tcp.max_connections > 0:
             limits = replace(limits, max_connections=tcp.max_connections)
-        if tcp.HasField("connect_timeout"):
-            out = replace(out, connect_timeout_ms=_ms(tcp.connect_timeout))
+        connect_timeout = duration_ms(
+            tcp, "connect_timeout", rule, f"{path}.tcp.connectTimeout", diag, positive=True
+        )
+        if connect_timeout is not None:
+            out = replace(out, connect_timeout_ms=connect_timeout)
         if tcp.HasField("tcp_keepalive"):
             ka = tcp.tcp_keepalive
+            at = f"{path}.tcp.tcpKeepalive"
+            time_ms = duration_ms(ka, "time", rule, f"{at}.time", diag)
+            interval_ms = duration_ms(ka, "interval", rule, f"{at}.interval", diag)
             out = replace(
                 out,
                 tcp_keepalive=ir.TcpKeepalive(
                     probes=ka.probes or None,
-                    time_s=ka.time.seconds if ka.HasField("time") else None,
-                    interval_s=ka.interval.seconds if ka.HasField("interval") else None,
+                    time_s=None if time_ms is None else time_ms // 1000,
+                    interval_s=None if interval_ms is None else interval_ms // 1000,
                 ),
             )
     if pool.HasField("http"):
@@ -113,14 +157,17 @@ def _connection_pool(cluster: ir.Cluster, pool: dr_pb.ConnectionPoolSettings) ->
             limits = replace(limits, max_retries=http.max_retries)
         if http.max_requests_per_connection > 0:
             out = replace(out, max_requests_per_connection=http.max_requests_per_connection)
-        if http.HasField("idle_timeout"):
-            out = replace(out, idle_timeout_ms=_ms(http.idle_timeout))
+        idle_timeout = duration_ms(http, "idle_timeout", rule, f"{path}.http.idleTimeout", diag)
+        if idle_timeout is not None:
+            out = replace(out, idle_timeout_ms=idle_timeout)
         if http.h2_upgrade_policy == dr_pb.ConnectionPoolSettings.HTTPSettings.UPGRADE:
             out = replace(out, http2=True)
     return replace(out, circuit_breakers=limits)
 
 
-def _outlier(cluster: ir.Cluster, od: dr_pb.OutlierDetection) -> ir.Cluster:
+def _outlier(
+    cluster: ir.Cluster, od: dr_pb.OutlierDetection, rule: IstioObject, path: str, diag: Diagnostics
+) -> ir.Cluster:
     consecutive_5xx = (
         od.consecutive_5xx_errors.value if od.HasField("consecutive_5xx_errors") else None
     )
@@ -133,10 +180,10 @@ def _outlier(cluster: ir.Cluster, od: dr_pb.OutlierDetection) -> ir.Cluster:
             consecutive_gateway_errors=od.consecutive_gateway_errors.value
             if od.HasField("consecutive_gateway_errors")
             else None,
-            interval_ms=_ms(od.interval) if od.HasField("interval") else None,
-            base_ejection_time_ms=_ms(od.base_ejection_time)
-            if od.HasField("base_ejection_time")
-            else None,
+            interval_ms=duration_ms(od, "interval", rule, f"{path}.interval", diag, positive=True),
+            base_ejection_time_ms=duration_ms(
+                od, "base_ejection_time", rule, f"{path}.baseEjectionTime", diag, positive=True
+            ),
             max_ejection_percent=od.max_ejection_percent or None,
         ),
         # Istio: minHealthPercent is the panic threshold (0 disables panic mode).

@@ -21,7 +21,7 @@ from pilotfish.model.objects import IstioObject, ServicePort
 from pilotfish.translator import ir
 from pilotfish.translator.cluster_names import ClusterName
 from pilotfish.translator.cluster_policy import apply_policy, warn_unsupported
-from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.diagnostics import Diagnostics, source_of
 from pilotfish.translator.hosts import fqdn
 from pilotfish.translator.registry import (
     HTTP2_PROTOCOLS,
@@ -130,9 +130,18 @@ def _add(
     )
     if discovery == "EDS":
         cluster = replace(cluster, inline_endpoints=())
+    origin = service.entry or service.service
+    port_index = next((i for i, p in enumerate(service.ports) if p is port), None)
+    port_path = "spec.ports" if port_index is None else f"spec.ports[{port_index}]"
+    cluster = replace(cluster, sources=(("", source_of(origin, port_path)),))
     if rule is not None:
         applied = apply_policy(
-            cluster, rule.policy(port.port, subset), rule.rule, credentials, diag
+            cluster,
+            rule.policy(port.port, subset),
+            rule.rule,
+            credentials,
+            diag,
+            rule.policy_paths(port.port, subset),
         )
         cluster = applied.cluster
         out.secrets.update((s.name, s) for s in applied.secrets)

@@ -18,10 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
+from pilotfish.api.durations import to_millis
 from pilotfish.api.networking.v1alpha3 import destination_rule_pb2 as dr_pb
 from pilotfish.model.configset import ConfigSet
 from pilotfish.model.objects import IstioObject
 from pilotfish.translator import ir
+from pilotfish.translator.durations import duration_problem
 from pilotfish.translator.hosts import DEFAULT_DOMAIN_SUFFIX, fqdn, is_wildcard, matches
 from pilotfish.translator.visibility import exported_to
 
@@ -41,6 +43,25 @@ class AppliedRule:
 
     def subset(self, name: str) -> tuple[int, dr_pb.Subset] | None:
         return next(((i, s) for i, s in enumerate(self.spec.subsets) if s.name == name), None)
+
+    def policy_paths(self, port: int, subset: str = "") -> dict[str, str]:
+        """Where each part of ``policy(port, subset)`` was written: policy field name ->
+        the path in the rule (``spec.subsets[0].trafficPolicy.connectionPool``)."""
+        paths: dict[str, str] = {}
+        levels = [("spec.trafficPolicy", self.spec.traffic_policy)]
+        found = self.subset(subset) if subset else None
+        if found is not None and found[1].HasField("traffic_policy"):
+            levels.append((f"spec.subsets[{found[0]}].trafficPolicy", found[1].traffic_policy))
+        for base, policy in levels:
+            for name in _POLICY_FIELDS:
+                if policy.HasField(name):
+                    paths[name] = f"{base}.{_json_name(name)}"
+            for i, level in enumerate(policy.port_level_settings):
+                if level.port.number == port:
+                    for name in _POLICY_FIELDS:
+                        if level.HasField(name):
+                            paths[name] = f"{base}.portLevelSettings[{i}].{_json_name(name)}"
+        return paths
 
     def policy(self, port: int, subset: str = "") -> dr_pb.TrafficPolicy:
         merged = _merge(dr_pb.TrafficPolicy(), self.spec.traffic_policy, port)
@@ -64,6 +85,11 @@ def _merge(base: dr_pb.TrafficPolicy, over: dr_pb.TrafficPolicy, port: int) -> d
     return out
 
 
+def _json_name(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
 def hash_policy(lb: dr_pb.LoadBalancerSettings) -> ir.HashPolicy | None:
     """The route hash policy a consistentHash load balancer needs (Istio puts it on the
     routes to the destination: Envoy hashes per request, at the route)."""
@@ -79,8 +105,9 @@ def hash_policy(lb: dr_pb.LoadBalancerSettings) -> ir.HashPolicy | None:
             "cookie",
             cookie.name,
             cookie_path=cookie.path,
-            cookie_ttl_ms=cookie.ttl.seconds * 1000 + cookie.ttl.nanos // 1_000_000
-            if cookie.HasField("ttl")
+            # A ttl Envoy would refuse is reported on the rule (cluster_policy.py).
+            cookie_ttl_ms=to_millis(cookie.ttl)
+            if cookie.HasField("ttl") and duration_problem(cookie.ttl) is None
             else None,
         )
     if key == "use_source_ip" and ch.use_source_ip:

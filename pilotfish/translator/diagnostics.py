@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from pilotfish.model.errors import ConfigError
 from pilotfish.model.objects import ConfigObject
+from pilotfish.translator import ir
 
 
 @dataclass
@@ -46,3 +47,15 @@ class Diagnostics:
                 ),
             )
         )
+
+
+def source_of(obj: ConfigObject, field_path: str = "") -> ir.Source:
+    """Where an IR element came from, for problems found after translation."""
+    return ir.Source(
+        obj.kind,
+        obj.meta.namespace,
+        obj.meta.name,
+        field_path,
+        obj.origin.file,
+        obj.origin.document,
+    )

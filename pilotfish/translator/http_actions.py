@@ -15,6 +15,7 @@ from pilotfish.translator import ir
 from pilotfish.translator.cluster_names import ClusterName
 from pilotfish.translator.destinations import destination_port
 from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.durations import duration_ms
 from pilotfish.translator.hosts import fqdn
 from pilotfish.translator.regex import regex_error
 from pilotfish.translator.registry import ServiceRegistry
@@ -190,13 +191,17 @@ def fault(rule: vs_pb.HTTPRoute, vs: IstioObject, path: str, diag: Diagnostics) 
                 "only fixedDelay is supported (as in Istio): delay ignored",
             )
         else:
-            millis = delay.fixed_delay.seconds * 1000 + delay.fixed_delay.nanos // 1_000_000
+            # Envoy's fixed_delay must be more than 0: a zero or negative one is dropped.
+            millis = duration_ms(
+                delay, "fixed_delay", vs, f"{path}.fault.delay.fixedDelay", diag, positive=True
+            )
             share = (
                 per_million(delay.percentage)
                 if delay.HasField("percentage")
                 else (delay.percent * 10_000 if delay.percent else FULL)
             )
-            out = ir.Fault(delay_ms=max(0, millis), delay_per_million=share)
+            if millis is not None:
+                out = ir.Fault(delay_ms=millis, delay_per_million=share)
     if spec.HasField("abort"):
         abort = spec.abort
         share = per_million(abort.percentage if abort.HasField("percentage") else None)
@@ -310,7 +315,8 @@ def cors(rule: vs_pb.HTTPRoute, vs: IstioObject, path: str, diag: Diagnostics) -
             )
             continue
         origins.append(ir.StringMatch(cast(ir.StringMatchKind, kind), value))
-    max_age = spec.max_age.seconds if spec.HasField("max_age") else None
+    max_age_ms = duration_ms(spec, "max_age", vs, f"{path}.corsPolicy.maxAge", diag)
+    max_age = None if max_age_ms is None else max_age_ms // 1000
     unmatched = spec.unmatched_preflights
     return ir.Cors(
         allow_origins=tuple(origins),

@@ -11,9 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import cast
 
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.message import Message
-
 from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.objects import IstioObject
 from pilotfish.model.references import resolve_gateway_ref
@@ -21,7 +18,8 @@ from pilotfish.translator import http_actions, ir
 from pilotfish.translator.cluster_names import ClusterName
 from pilotfish.translator.delegation import Lookup, expand
 from pilotfish.translator.destinations import destination_port
-from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.diagnostics import Diagnostics, source_of
+from pilotfish.translator.durations import duration_ms
 from pilotfish.translator.hosts import fqdn
 from pilotfish.translator.regex import regex_error
 from pilotfish.translator.registry import ServiceRegistry
@@ -124,6 +122,7 @@ def _rule_route(
         headers=headers,
         fault=http_actions.fault(rule, vs, path, diag) if rule.HasField("fault") else None,
         cors=http_actions.cors(rule, vs, path, diag) if rule.HasField("cors_policy") else None,
+        source=source_of(vs, path),
     )
     if actions == ["redirect"]:
         redirect = http_actions.redirect(rule, vs, path, ctx.port, diag)
@@ -142,7 +141,7 @@ def _rule_route(
         route,
         clusters=clusters,
         headers=headers,
-        timeout_ms=_duration_ms(rule, "timeout", vs, f"{path}.timeout", diag) or 0,
+        timeout_ms=duration_ms(rule, "timeout", vs, f"{path}.timeout", diag) or 0,
         retry=_retry(rule, vs, path, registry.mesh.default_http_retry, diag),
         rewrite=http_actions.rewrite(rule, vs, path, diag) if rule.HasField("rewrite") else None,
         mirrors=http_actions.mirrors(rule, vs, path, ctx.port, registry, diag),
@@ -322,30 +321,12 @@ def _retry(
     return ir.RetryPolicy(
         attempts=retries.attempts,
         retry_on=",".join(conditions) if conditions else DEFAULT_RETRY.retry_on,
-        per_try_timeout_ms=_duration_ms(
+        per_try_timeout_ms=duration_ms(
             retries, "per_try_timeout", vs, f"{path}.retries.perTryTimeout", diag
         ),
         retriable_status_codes=tuple(codes),
         retry_remote_localities=retries.retry_remote_localities.value,
     )
-
-
-def _millis(d: Duration) -> int:
-    return d.seconds * 1000 + d.nanos // 1_000_000
-
-
-def _duration_ms(
-    message: Message, field_name: str, vs: IstioObject, path: str, diag: Diagnostics
-) -> int | None:
-    """A Duration field in whole milliseconds; None when unset, or when negative: Envoy
-    would refuse the whole RouteConfiguration for it, so it is reported and ignored."""
-    if not message.HasField(field_name):
-        return None
-    millis = _millis(getattr(message, field_name))
-    if millis < 0:
-        diag.error(vs, path, "a duration cannot be negative: ignored")
-        return None
-    return millis
 
 
 def _is_set(message: vs_pb.HTTPRoute, field_name: str) -> bool:

@@ -13,6 +13,27 @@ from typing import Literal
 
 from pilotfish.translator.cluster_names import INBOUND_PASSTHROUGH_CLUSTER, ClusterName, Direction
 
+
+@dataclass(frozen=True)
+class Source:
+    """The Istio object, and the field in it, that an IR element was made from.
+
+    Kept so that a problem found later, in the Envoy resource built from the element
+    (the pre-push check of Envoy's own constraints), is reported where the user wrote it.
+    """
+
+    kind: str
+    namespace: str
+    name: str
+    field: str = ""
+    file: str | None = None
+    document: int | None = None
+
+
+# An Envoy field path prefix in the built resource (``outlier_detection``) -> its Source.
+FieldSources = tuple[tuple[str, Source], ...]
+
+
 # "separated_prefix" (paths only): a prefix matched on whole path elements, for Ingress
 # `pathType: Prefix` (`/foo` matches `/foo` and `/foo/bar`, not `/foobar`).
 StringMatchKind = Literal["exact", "prefix", "regex", "present", "separated_prefix"]
@@ -160,6 +181,7 @@ class Route:
     fault: Fault | None = None
     mirrors: tuple[Mirror, ...] = ()
     cors: Cors | None = None
+    source: Source | None = None  # the VirtualService rule (spec.http[i]) it came from
 
 
 @dataclass(frozen=True)
@@ -511,6 +533,9 @@ class Cluster:
             return "inbound"
         parsed = ClusterName.parse(self.name)
         return parsed.direction if parsed is not None else "outbound"
+
+    # The service (prefix "") and DestinationRule sections it was made from.
+    sources: FieldSources = ()
 
 
 @dataclass(frozen=True)

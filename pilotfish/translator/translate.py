@@ -6,13 +6,16 @@ Pure: no I/O, no clocks, no globals. Istio's meaning is worked out into the IR f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from google.protobuf.message import Message
 
 from pilotfish.model.configset import ConfigSet
 from pilotfish.model.errors import ConfigError
@@ -45,6 +48,23 @@ class Translation:
     endpoints: tuple[endpoint_pb2.ClusterLoadAssignment, ...]
     secrets: tuple[secret_pb2.Secret, ...]
     status: tuple[ConfigError, ...]
+    # (type URL, resource name) -> the Istio objects and fields its parts came from.
+    sources: Mapping[tuple[str, str], ir.FieldSources] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def locate(self, type_url: str, name: str, path: str) -> ir.Source | None:
+        """The Istio object and field that the part ``path`` (Envoy field names, e.g.
+        ``virtual_hosts[0].routes[2].route.timeout``) of a resource was made from: the
+        longest recorded prefix of ``path`` (among equals the last recorded, as a later
+        policy section replaces an earlier one)."""
+        best: tuple[int, ir.Source] | None = None
+        for prefix, source in self.sources.get((type_url, name), ()):
+            if prefix and not (path == prefix or path.startswith((f"{prefix}.", f"{prefix}["))):
+                continue
+            if best is None or len(prefix) >= best[0]:
+                best = (len(prefix), source)
+        return None if best is None else best[1]
 
 
 def translate(config: ConfigSet, proxy: Proxy) -> Translation:
@@ -56,6 +76,7 @@ def translate(config: ConfigSet, proxy: Proxy) -> Translation:
 def encode(config: ir.ProxyConfig, status: tuple[ConfigError, ...] = ()) -> Translation:
     """The Envoy resources an IR config stands for: the builders in envoy/, nothing else."""
     return Translation(
+        sources=MappingProxyType(_sources(config)),
         config=config,
         listeners=tuple(listener_builder.listener(x) for x in config.listeners),
         routes=tuple(route_builder.route_configuration(x) for x in config.route_configs),
@@ -64,6 +85,30 @@ def encode(config: ir.ProxyConfig, status: tuple[ConfigError, ...] = ()) -> Tran
         secrets=tuple(tls_builder.secret(x) for x in config.secrets),
         status=status,
     )
+
+
+def _type_url(message: type[Message]) -> str:
+    return f"type.googleapis.com/{message.DESCRIPTOR.full_name}"
+
+
+_ROUTE = _type_url(route_pb2.RouteConfiguration)
+_CLUSTER = _type_url(cluster_pb2.Cluster)
+
+
+def _sources(config: ir.ProxyConfig) -> dict[tuple[str, str], ir.FieldSources]:
+    """Where each resource's parts came from (the route builder keeps the IR's order:
+    virtual host i, route j of the IR are ``virtual_hosts[i].routes[j]``)."""
+    out: dict[tuple[str, str], ir.FieldSources] = {}
+    for rc in config.route_configs:
+        out[(_ROUTE, rc.name)] = tuple(
+            (f"virtual_hosts[{i}].routes[{j}]", route.source)
+            for i, vhost in enumerate(rc.virtual_hosts)
+            for j, route in enumerate(vhost.routes)
+            if route.source is not None
+        )
+    for cluster in config.clusters:
+        out[(_CLUSTER, cluster.name)] = cluster.sources
+    return out
 
 
 def build_ir(config: ConfigSet, proxy: Proxy, diag: Diagnostics) -> ir.ProxyConfig:

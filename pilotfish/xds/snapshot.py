@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -152,67 +153,86 @@ class Snapshot:
         to check; neither is an SDS config without ``sds_config`` (a bootstrap secret).
         """
         errors: list[str] = []
-        # Any: Envoy's generated protos carry no type information for mypy.
-        clusters: Mapping[str, Any] = self.resources[types.CLUSTER]
-        listeners: Mapping[str, Any] = self.resources[types.LISTENER]
-        endpoints = self.resources[types.ENDPOINT]
-        routes = self.resources[types.ROUTE]
-        secrets = self.resources[types.SECRET]
-
-        def need_secrets(owner: str, names: Iterable[str]) -> None:
-            errors.extend(
-                f"{owner} refers to secret {n!r}, which the snapshot does not have"
-                for n in names
-                if n not in secrets
-            )
-
-        for name, cluster in clusters.items():
-            owner = f"cluster {name!r}"
-            if (
-                cluster.WhichOneof("cluster_discovery_type") == "type"
-                and cluster.type == cluster_pb2.Cluster.EDS
-            ):
-                eds = cluster.eds_cluster_config
-                service = eds.service_name or name
-                if _served_here(eds.eds_config) and service not in endpoints:
-                    errors.append(
-                        f"{owner} (EDS) needs endpoints {service!r}, "
-                        "which the snapshot does not have"
-                    )
-            sockets = [cluster.transport_socket] if cluster.HasField("transport_socket") else []
-            sockets += [m.transport_socket for m in cluster.transport_socket_matches]
-            for socket in sockets:
-                tls, problem = _unpack(socket.typed_config, _UPSTREAM_TLS)
-                if problem:
-                    errors.append(f"{owner}: {problem}")
-                if tls is not None:
-                    need_secrets(owner, _sds_names(tls.common_tls_context))
-
-        for name, listener in listeners.items():
-            chains = list(listener.filter_chains)
-            if listener.HasField("default_filter_chain"):
-                chains.append(listener.default_filter_chain)
-            for chain in chains:
-                owner = f"listener {name!r}" + (f" chain {chain.name!r}" if chain.name else "")
-                if chain.HasField("transport_socket"):
-                    tls, problem = _unpack(chain.transport_socket.typed_config, _DOWNSTREAM_TLS)
-                    if problem:
-                        errors.append(f"{owner}: {problem}")
-                    if tls is not None:
-                        need_secrets(owner, _sds_names(tls.common_tls_context))
-                for network_filter in chain.filters:
-                    hcm, problem = _unpack(network_filter.typed_config, _HCM)
-                    if problem:
-                        errors.append(f"{owner}: {problem}")
-                    if hcm is None or hcm.WhichOneof("route_specifier") != "rds":
-                        continue
-                    route = hcm.rds.route_config_name
-                    if _served_here(hcm.rds.config_source) and route not in routes:
-                        errors.append(
-                            f"{owner} needs route configuration {route!r}, "
-                            "which the snapshot does not have"
-                        )
+        for type_url in (types.CLUSTER, types.LISTENER):
+            for resource in self.resources[type_url].values():
+                refs, problems = references(type_url, resource)
+                errors.extend(problems)
+                errors.extend(
+                    f"{ref.owner} {_NEEDS[ref.type_url]} {ref.name!r}, "
+                    "which the snapshot does not have"
+                    for ref in refs
+                    if ref.name not in self.resources[ref.type_url]
+                )
         return errors
+
+
+_NEEDS = {
+    types.ENDPOINT: "needs endpoints",
+    types.ROUTE: "needs route configuration",
+    types.SECRET: "refers to secret",
+}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A resource of this snapshot that ``owner`` (a cluster or listener) cannot do without."""
+
+    owner: str  # for messages: "cluster 'a' (EDS)", "listener 'l' chain 'c'"
+    type_url: str
+    name: str
+
+
+def references(type_url: str, resource: Message) -> tuple[list[Reference], list[str]]:
+    """The EDS, RDS and SDS names a cluster or listener needs from this control plane,
+    and any typed config that could not be decoded to find them."""
+    refs: list[Reference] = []
+    problems: list[str] = []
+    # Any: Envoy's generated protos carry no type information for mypy.
+    item: Any = resource
+    if type_url == types.CLUSTER:
+        owner = f"cluster {item.name!r}"
+        if (
+            item.WhichOneof("cluster_discovery_type") == "type"
+            and item.type == cluster_pb2.Cluster.EDS
+        ):
+            eds = item.eds_cluster_config
+            if _served_here(eds.eds_config):
+                refs.append(
+                    Reference(f"{owner} (EDS)", types.ENDPOINT, eds.service_name or item.name)
+                )
+        sockets = [item.transport_socket] if item.HasField("transport_socket") else []
+        sockets += [m.transport_socket for m in item.transport_socket_matches]
+        for socket in sockets:
+            tls, problem = _unpack(socket.typed_config, _UPSTREAM_TLS)
+            if problem:
+                problems.append(f"{owner}: {problem}")
+            if tls is not None:
+                refs += _secret_refs(owner, tls.common_tls_context)
+    elif type_url == types.LISTENER:
+        chains = list(item.filter_chains)
+        if item.HasField("default_filter_chain"):
+            chains.append(item.default_filter_chain)
+        for chain in chains:
+            owner = f"listener {item.name!r}" + (f" chain {chain.name!r}" if chain.name else "")
+            if chain.HasField("transport_socket"):
+                tls, problem = _unpack(chain.transport_socket.typed_config, _DOWNSTREAM_TLS)
+                if problem:
+                    problems.append(f"{owner}: {problem}")
+                if tls is not None:
+                    refs += _secret_refs(owner, tls.common_tls_context)
+            for network_filter in chain.filters:
+                hcm, problem = _unpack(network_filter.typed_config, _HCM)
+                if problem:
+                    problems.append(f"{owner}: {problem}")
+                if hcm is None or hcm.WhichOneof("route_specifier") != "rds":
+                    continue
+                if _served_here(hcm.rds.config_source):
+                    refs.append(Reference(owner, types.ROUTE, hcm.rds.route_config_name))
+    return refs, problems
+
+
+def _secret_refs(owner: str, ctx: tls_pb2.CommonTlsContext) -> list[Reference]:
+    return [Reference(owner, types.SECRET, n) for n in _sds_names(ctx)]
 
 
 def _served_here(source: config_source_pb2.ConfigSource) -> bool:
