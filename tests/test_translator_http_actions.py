@@ -358,3 +358,26 @@ def _match(yaml_text: str) -> vs_pb.HTTPMatchRequest:
 def test_delegate_match_merging(root: str, inner: str, merged: str | None) -> None:
     expected = None if merged is None else _match(merged)
     assert merge_match(_match(root), _match(inner)) == expected
+
+
+@pytest.mark.parametrize(
+    ("fault", "field"),
+    [
+        ("{delay: {fixedDelay: 0s}}", "spec.http[0].fault.delay.fixedDelay"),
+        ("{delay: {fixedDelay: -1s}}", "spec.http[0].fault.delay.fixedDelay"),
+    ],
+)
+def test_a_fault_delay_envoy_would_refuse_is_reported_and_dropped(fault: str, field: str) -> None:
+    # Envoy's fixed_delay must be more than 0: a 0s delay would get the whole route
+    # configuration NACKed.
+    routes, problems = translate_vs(f"  - fault: {fault}\n    {ROUTE}\n")
+    assert located(problems) == [("error", field)]
+    assert [r.fault for r in routes] == [None]
+
+
+def test_a_negative_cors_max_age_is_reported() -> None:
+    routes, problems = translate_vs(
+        f"  - corsPolicy: {{allowOrigins: [{{exact: a}}], maxAge: -5s}}\n    {ROUTE}\n"
+    )
+    assert located(problems) == [("error", "spec.http[0].corsPolicy.maxAge")]
+    assert routes[0].cors is not None and routes[0].cors.max_age_s is None
