@@ -110,3 +110,18 @@ def _normalize_single(item: Any, message_type: Descriptor) -> Any:
 def to_millis(d: Duration) -> int:
     """Whole milliseconds, rounded toward zero (as Go's ``Duration.Milliseconds``)."""
     return int(d.ToMilliseconds())
+
+
+def duration_problem(d: Duration, *, positive: bool = False) -> str | None:
+    """Why Envoy would refuse ``d`` as a config value, or None.
+
+    Envoy refuses a negative Duration anywhere in its config; ``positive`` marks a field
+    that must be more than 0 (a cluster's connect timeout, outlier detection's interval,
+    a fault's fixed delay). pilotfish hands Envoy whole milliseconds, so "more than 0"
+    means at least 1ms, which is also Istio's validation rule for those fields.
+    """
+    if d.seconds < 0 or d.nanos < 0:
+        return "a duration cannot be negative (Envoy refuses it)"
+    if positive and to_millis(d) < 1:
+        return "must be at least 1ms (Envoy requires more than 0)"
+    return None

@@ -18,7 +18,7 @@ import yaml
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor
 
-from pilotfish.api.durations import normalize_durations
+from pilotfish.api.durations import duration_problem, normalize_durations, to_millis
 from pilotfish.api.mesh.v1alpha1 import config_pb2 as mesh_pb
 from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.errors import ConfigError
@@ -182,12 +182,15 @@ def _settings(
     problems = []
     if message.HasField("connect_timeout"):
         d = message.connect_timeout
-        millis = d.seconds * 1000 + d.nanos // 1_000_000
-        if millis <= 0:
+        if duration_problem(d, positive=True) is not None:
             raise MeshConfigError(
-                [_problem(source, "connectTimeout must be positive", "connectTimeout")]
+                [
+                    _problem(
+                        source, "connectTimeout must be positive (1ms or more)", "connectTimeout"
+                    )
+                ]
             )
-        settings = replace(settings, connect_timeout_ms=millis)
+        settings = replace(settings, connect_timeout_ms=to_millis(d))
     if message.root_namespace:
         settings = replace(settings, root_namespace=message.root_namespace)
     if message.HasField("outbound_traffic_policy"):

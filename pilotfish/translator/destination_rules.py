@@ -18,12 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-from pilotfish.api.durations import to_millis
+from pilotfish.api.durations import duration_problem, to_millis
 from pilotfish.api.networking.v1alpha3 import destination_rule_pb2 as dr_pb
 from pilotfish.model.configset import ConfigSet
 from pilotfish.model.objects import IstioObject
 from pilotfish.translator import ir
-from pilotfish.translator.durations import duration_problem
 from pilotfish.translator.hosts import DEFAULT_DOMAIN_SUFFIX, fqdn, is_wildcard, matches
 from pilotfish.translator.visibility import exported_to
 

@@ -1,4 +1,5 @@
-"""Every Istio duration the translator reads goes through here, with Envoy's rules.
+"""Every Istio duration the translator reads goes through here, with Envoy's rules
+(``pilotfish.api.durations.duration_problem``: the one rule, also used by MeshConfig).
 
 Envoy refuses a negative ``google.protobuf.Duration`` anywhere in its config, and some
 fields must be more than zero (a cluster's ``connect_timeout``, outlier detection's
@@ -14,18 +15,9 @@ from __future__ import annotations
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
-from pilotfish.api.durations import to_millis
+from pilotfish.api.durations import duration_problem, to_millis
 from pilotfish.model.objects import ConfigObject
 from pilotfish.translator.diagnostics import Diagnostics
-
-
-def duration_problem(d: Duration, *, positive: bool = False) -> str | None:
-    """Why Envoy would refuse ``d`` (``positive``: a field that must be more than 0)."""
-    if d.seconds < 0 or d.nanos < 0:
-        return "a duration cannot be negative (Envoy refuses it)"
-    if positive and to_millis(d) < 1:
-        return "must be at least 1ms (Envoy requires more than 0)"
-    return None
 
 
 def duration_ms(
