@@ -366,3 +366,61 @@ def test_health_and_metrics(world: Deployment) -> None:
         f"0.0.0.0_{world.gateway_port}"
     ]
     assert world.pilotfish.debug("/debug/config_dump?proxy=nobody").status == 404
+
+
+def test_a_resource_envoy_would_reject_is_held_back_reported_and_never_nacked(
+    world: Deployment,
+) -> None:
+    """A DestinationRule with two problems: a negative connectTimeout (the translator
+    knows Envoy refuses it: reported, ignored) and an SNI over 255 bytes (only the
+    pre-push check of Envoy's own constraints catches it: the cluster is not sent, Envoy
+    keeps its last good version). A VirtualService edit in the same change goes through."""
+
+    def rejected_updates() -> dict[str, int]:
+        return {k: v for k, v in world.envoy.stats().items() if k.endswith(".update_rejected")}
+
+    def nacks() -> dict[str, int]:
+        return {t: s["nacks"] for t, s in world.syncz()["types"].items()}
+
+    rejected_before, nacks_before = rejected_updates(), nacks()
+    rule = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "httpbin", "namespace": "default"},
+        "spec": {
+            "host": "httpbin",
+            "trafficPolicy": {
+                "connectionPool": {"tcp": {"connectTimeout": "-1s"}},
+                "tls": {"mode": "SIMPLE", "sni": "a" * 300},
+            },
+        },
+    }
+    write_docs(world.config_dir / "rule.yaml", [rule])
+    docs = world.base_gateway_docs()
+    docs[1]["spec"]["http"][0]["match"].append({"uri": {"prefix": "/headers"}})
+    write_docs(world.config_dir / "gateway.yaml", docs)
+
+    def reported() -> dict[str, dict[str, Any]] | None:
+        status = world.pilotfish.debug("/debug/config_status").json()
+        found = {e["field"]: e for e in status if e.get("kind") == "DestinationRule"}
+        return found if len(found) == 2 else None
+
+    found = wait_until(reported, message="config_status never reported the rule's problems")
+    timeout = found["spec.trafficPolicy.connectionPool.tcp.connectTimeout"]
+    assert "cannot be negative" in timeout["message"]
+    sni = found["spec.trafficPolicy.tls"]
+    cluster = "outbound|8000||httpbin.default.svc.cluster.local"
+    assert f"Envoy would reject cds resource '{cluster}'" in sni["message"]
+    assert "sni: must be at most 255 bytes long" in sni["message"]
+    assert (sni["file"], sni["name"], sni["proxies"]) == ("rule.yaml", "httpbin", [world.node_id])
+
+    # Everything else moved on (the new match), and the held cluster still serves: with
+    # the rule's TLS applied, plaintext httpbin would not answer.
+    assert world.wait_status("/headers", 200).json()["headers"]["Host"] == "httpbin.example.com"
+    assert world.get("/status/418").status == 418
+    served = world.envoy.dynamic_clusters()[cluster]
+    assert "transport_socket" not in served.config
+    wait_in_sync(world)
+    assert rejected_updates() == rejected_before
+    assert nacks() == nacks_before
+    assert not [t for t, s in world.syncz()["types"].items() if s["status"] == "ERROR"]

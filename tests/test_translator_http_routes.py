@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from envoy.extensions.retry.priority.previous_priorities.v3 import (
+    previous_priorities_config_pb2 as pp_pb,
+)
 
 from pilotfish.model.configset import build_config_set
 from pilotfish.model.documents import parse_manifest_text
@@ -10,8 +13,11 @@ from pilotfish.model.errors import ConfigError
 from pilotfish.model.objects import IstioObject
 from pilotfish.translator import ir
 from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.envoy import route as route_builder
 from pilotfish.translator.http_routes import DEFAULT_RETRY, RouteContext, build_http_routes
 from pilotfish.translator.registry import ServiceRegistry
+from testsupport.envoy import validate_config
+from testsupport.static_bootstrap import static_bootstrap_for
 
 REGISTRY = """\
 apiVersion: v1
@@ -515,3 +521,20 @@ def test_a_rule_whose_every_match_is_invalid_is_not_a_catch_all() -> None:
     )
     assert [r.match.path.value for r in routes] == ["/ok"]
     assert located(problems) == [("error", "spec.http[0].match[0].uri.regex")]
+
+
+def test_retry_remote_localities_is_envoys_previous_priorities_plugin() -> None:
+    """As Istio's retry.ConvertPolicy: the previous_priorities retry priority, updated
+    every 2 attempts; without the flag, no retry priority at all. Envoy accepts it."""
+    (plain,) = ok(f"  - retries: {{attempts: 2}}\n    {ROUTE}\n")
+    assert not route_builder.route(plain).route.retry_policy.HasField("retry_priority")
+    (remote,) = ok(f"  - retries: {{attempts: 2, retryRemoteLocalities: true}}\n    {ROUTE}\n")
+    out = route_builder.route(remote)
+    priority = out.route.retry_policy.retry_priority
+    assert priority.name == "envoy.retry_priorities.previous_priorities"
+    config = pp_pb.PreviousPrioritiesConfig()
+    assert priority.typed_config.Unpack(config) and config.update_frequency == 2
+    rc = route_builder.route_configuration(
+        ir.RouteConfig("http.80", (ir.VirtualHost("a:80", ("a",), (remote,)),))
+    )
+    validate_config(static_bootstrap_for(routes=[rc]))

@@ -6,6 +6,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc_pb
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import (
+    previous_priorities_config_pb2 as previous_priorities_pb2,
+)
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf.wrappers_pb2 import BoolValue, UInt32Value
 
@@ -236,4 +239,15 @@ def retry_policy(spec: ir.RetryPolicy) -> rc_pb.RetryPolicy:
     )
     if spec.per_try_timeout_ms is not None:
         policy.per_try_timeout.CopyFrom(millis(spec.per_try_timeout_ms))
+    if spec.retry_remote_localities:
+        # As Istio: retries move to the next priority (other localities) once the
+        # priorities tried so far failed, recomputed every 2 attempts.
+        policy.retry_priority.CopyFrom(
+            rc_pb.RetryPolicy.RetryPriority(
+                name="envoy.retry_priorities.previous_priorities",
+                typed_config=typed(
+                    previous_priorities_pb2.PreviousPrioritiesConfig(update_frequency=2)
+                ),
+            )
+        )
     return policy
