@@ -31,9 +31,7 @@ from pilotfish.translator.envoy import cluster as cluster_builder
 from pilotfish.translator.translate import encode
 
 # Fields known to be read into the IR and dropped, each with the issue that fixes it.
-KNOWN_UNENCODED = {
-    ("RetryPolicy", "retry_remote_localities"): "issue 8 part 3 (Envoy's retry priority plugins)",
-}
+KNOWN_UNENCODED: dict[tuple[str, str], str] = {}
 
 Step = tuple[str, int | None]  # a field, and the index into it when it is a tuple
 Path = tuple[Step, ...]
