@@ -236,3 +236,24 @@ def test_fields_not_translated_are_warned_about_where_they_are() -> None:
     ]
     # What is supported still applies.
     assert clusters_of(config)["outbound|80||web.default.svc.cluster.local"].lb_policy == "RANDOM"
+
+
+def test_subject_alt_names_without_a_ca_are_reported_and_dropped() -> None:
+    # Envoy rejects the whole cluster ("SAN-based verification of peer certificates
+    # without trusted CA is insecure and not allowed"): found by the property test.
+    tls = "{mode: SIMPLE, sni: web.example.com, subjectAltNames: [web.example.com]}"
+    config = config_of(
+        service("web"), rule("web", "default", f"{{host: web, trafficPolicy: {{tls: {tls}}}}}")
+    )
+    translation = translate(config, GATEWAY)
+    assert [(p.field, p.severity) for p in translation.status] == [
+        ("spec.trafficPolicy.tls.subjectAltNames", "error")
+    ]
+    cluster = translation.config.clusters[0]
+    assert cluster.tls is not None and cluster.tls.sni == "web.example.com"
+    assert cluster.tls.subject_alt_names == ()
+    with_ca = tls.replace("SIMPLE,", "SIMPLE, caCertificates: /etc/ca.pem,")
+    config = config_of(
+        service("web"), rule("web", "default", f"{{host: web, trafficPolicy: {{tls: {with_ca}}}}}")
+    )
+    assert translate(config, GATEWAY).status == ()

@@ -247,6 +247,15 @@ def _tls(
             private_key_file=tls.private_key if tls.mode == _TLS.MUTUAL else "",
             ca_file=tls.ca_certificates,
         )
+    if spec.subject_alt_names and not (spec.ca_secret or spec.ca_file or spec.insecure_skip_verify):
+        # Envoy refuses the whole cluster: "SAN-based verification of peer certificates
+        # without trusted CA is insecure and not allowed".
+        diag.error(
+            rule,
+            f"{path}.subjectAltNames",
+            "checking subjectAltNames needs a CA (caCertificates or credentialName): ignored",
+        )
+        spec = replace(spec, subject_alt_names=())
     return replace(cluster, tls=spec), tuple(secrets)
 
 
