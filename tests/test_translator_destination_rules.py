@@ -15,6 +15,8 @@ from pilotfish.translator.envoy import route as route_builder
 from pilotfish.translator.proxy import Proxy
 from pilotfish.translator.registry import ServiceRegistry
 from pilotfish.translator.translate import translate
+from testsupport.envoy import validate_config
+from testsupport.static_bootstrap import static_bootstrap_for
 
 GATEWAY = Proxy("router", "router~10.0.0.1~gw.istio-system~x", "10.0.0.1", "gw", "istio-system")
 
@@ -257,3 +259,27 @@ def test_subject_alt_names_without_a_ca_are_reported_and_dropped() -> None:
         service("web"), rule("web", "default", f"{{host: web, trafficPolicy: {{tls: {with_ca}}}}}")
     )
     assert translate(config, GATEWAY).status == ()
+
+
+def test_a_dns_round_robin_subset_without_endpoints_is_a_cluster_envoy_accepts() -> None:
+    # Envoy refuses a LOGICAL_DNS cluster without exactly one endpoint: found by the
+    # property test. An empty subset is STRICT_DNS with no hosts (503, as reported).
+    entry = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: default}
+spec:
+  hosts: [api.example.org]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS_ROUND_ROBIN
+  endpoints: [{address: upstream.example.org, labels: {version: v1}}]
+"""
+    subsets = "{host: api.example.org, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}"
+    translation = translate(config_of(entry, rule("external", "default", subsets)), GATEWAY)
+    discovery = {c.name: c.discovery for c in translation.config.clusters}
+    assert discovery == {
+        "outbound|80||api.example.org": "LOGICAL_DNS",
+        "outbound|80|v1|api.example.org": "LOGICAL_DNS",
+        "outbound|80|v2|api.example.org": "STRICT_DNS",
+    }
+    validate_config(static_bootstrap_for(clusters=translation.clusters))

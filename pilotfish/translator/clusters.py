@@ -112,6 +112,10 @@ def _add(
         labels = dict(found[1].labels) if found else {}
     endpoints = registry.endpoints(service, port, labels)
     discovery = _DISCOVERY[service.resolution]
+    if discovery == "LOGICAL_DNS" and not endpoints:
+        # Envoy refuses a LOGICAL_DNS cluster without exactly one endpoint (a subset no
+        # endpoint matches): STRICT_DNS with none means the same, 503 "no healthy upstream".
+        discovery = "STRICT_DNS"
     if discovery == "EDS" and service.entry is not None:
         endpoints = _ip_endpoints(service.entry, endpoints, diag)
     if discovery == "LOGICAL_DNS" and len(endpoints) > 1 and service.entry is not None:
