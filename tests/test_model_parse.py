@@ -434,10 +434,14 @@ def test_namespace_is_cluster_scoped() -> None:
 
 def test_unknown_kind_lists_the_supported_ones() -> None:
     error = parse_error(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n"}}
+        {
+            "apiVersion": "example.com/v1",
+            "kind": "Widget",
+            "metadata": {"name": "c", "namespace": "n"},
+        }
     )
     assert error.field == "kind"
-    assert "unsupported kind 'ConfigMap'" in error.message
+    assert "unsupported kind 'Widget'" in error.message
     for kind in SUPPORTED_KINDS:
         assert kind in error.message
     assert {"Gateway", "VirtualService", "Service", "EndpointSlice", "Secret"} <= set(
@@ -559,3 +563,48 @@ def test_error_describe_shows_where() -> None:
     assert error.describe().startswith(
         "dir/bad.yaml#2 Gateway/team-a/obj spec.servers[0].port.number: "
     )
+
+
+# --- kinds pilotfish does not read --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "api_version"),
+    [("Deployment", "apps/v1"), ("ServiceAccount", "v1"), ("ConfigMap", "v1")],
+)
+def test_kinds_without_traffic_config_are_skipped_quietly(kind: str, api_version: str) -> None:
+    body = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "x"}}
+    assert parse_document(RawDocument(body, "bookinfo.yaml", 0)) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "api_version", "severity"),
+    [
+        ("PeerAuthentication", "security.istio.io/v1", "error"),
+        ("AuthorizationPolicy", "security.istio.io/v1beta1", "error"),
+        ("EnvoyFilter", "networking.istio.io/v1alpha3", "warning"),
+        ("Telemetry", "telemetry.istio.io/v1", "warning"),
+    ],
+)
+def test_istio_kinds_pilotfish_does_not_apply_are_reported(
+    kind: str, api_version: str, severity: str
+) -> None:
+    body = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "p", "namespace": "shop"}}
+    error = parse_document(RawDocument(body, "mesh.yaml", 2))
+    assert isinstance(error, ConfigError)
+    assert (error.file, error.document, error.kind, error.namespace, error.name) == (
+        "mesh.yaml",
+        2,
+        kind,
+        "shop",
+        "p",
+    )
+    assert (error.field, error.severity) == ("kind", severity)
+    assert "not supported by pilotfish" in error.message
+
+
+def test_a_kind_nobody_knows_is_still_an_error() -> None:
+    body = {"apiVersion": "example.com/v1", "kind": "PeerAuthentication", "metadata": {"name": "p"}}
+    error = parse_document(RawDocument(body, "x.yaml", 0))
+    assert isinstance(error, ConfigError) and error.severity == "error"
+    assert "unsupported kind" in error.message

@@ -86,6 +86,8 @@ def build_config_set(files: Sequence[ParsedFile], previous: ConfigSet | None = N
             continue
         for doc in parsed.documents:
             result = parse_document(doc)
+            if result is None:
+                continue  # a kind with no traffic configuration (a Deployment, ...)
             if isinstance(result, ConfigError):
                 errors.append(_with_fallback_note(result, previous, kept))
                 continue

@@ -56,6 +56,33 @@ SUPPORTED_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Kubernetes kinds that hold no traffic configuration (a manifest such as Istio's
+# bookinfo.yaml mixes them with Services): skipped without a word, as istiod never reads
+# them either.
+IGNORED_KINDS = frozenset(
+    {
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "CronJob",
+        "CustomResourceDefinition", "DaemonSet", "Deployment", "HorizontalPodAutoscaler",
+        "Job", "LimitRange", "NetworkPolicy", "PersistentVolume", "PersistentVolumeClaim",
+        "PodDisruptionBudget", "ReplicaSet", "ResourceQuota", "Role", "RoleBinding",
+        "ServiceAccount", "StatefulSet",
+    }
+)  # fmt: skip
+
+# Istio kinds pilotfish does not act on: reported, never silently ignored. Security
+# policies are errors (what they promise is not enforced); the rest warnings.
+UNSUPPORTED_ISTIO_KINDS = {
+    "PeerAuthentication": ("error", "mutual TLS between workloads is not supported"),
+    "AuthorizationPolicy": ("error", "authorization policies are not enforced"),
+    "RequestAuthentication": ("error", "request authentication (JWT) is not enforced"),
+    "EnvoyFilter": ("warning", "EnvoyFilter patches are not applied"),
+    "Telemetry": ("warning", "Telemetry is not applied"),
+    "WasmPlugin": ("warning", "Wasm plugins are not loaded"),
+    "ProxyConfig": ("warning", "ProxyConfig is not applied"),
+    "WorkloadGroup": ("warning", "WorkloadGroups are not read"),
+}
+
+
 class FieldError(Exception):
     """A problem at a field path inside the document."""
 
@@ -65,8 +92,9 @@ class FieldError(Exception):
         self.message = message
 
 
-def parse_document(doc: RawDocument) -> ConfigObject | ConfigError:
-    """Turn one manifest into a typed object, or the first error that stops it."""
+def parse_document(doc: RawDocument) -> ConfigObject | ConfigError | None:
+    """Turn one manifest into a typed object, or the first error that stops it; None for
+    a kind that holds no traffic configuration (IGNORED_KINDS)."""
     namespace, name = doc.meta()
     kind = doc.kind
     if kind and kind not in _CLUSTER_SCOPED and not namespace:
@@ -78,6 +106,21 @@ def parse_document(doc: RawDocument) -> ConfigObject | ConfigError:
     if not kind:
         return error("missing `kind`", "kind")
     api_version = doc.body.get("apiVersion")
+    if kind in IGNORED_KINDS:
+        return None
+    if kind in UNSUPPORTED_ISTIO_KINDS and str(api_version).startswith(
+        (
+            "security.istio.io/",
+            "networking.istio.io/",
+            "telemetry.istio.io/",
+            "extensions.istio.io/",
+        )
+    ):
+        severity, why = UNSUPPORTED_ISTIO_KINDS[kind]
+        return ConfigError(
+            f"{kind} is not supported by pilotfish ({why}): ignored",
+            doc.file, doc.index, kind, namespace, name, "kind", severity,
+        )  # fmt: skip
     if kind not in SUPPORTED_KINDS:
         supported = ", ".join(sorted(SUPPORTED_KINDS))
         return error(f"unsupported kind {kind!r} (supported: {supported})", "kind")
