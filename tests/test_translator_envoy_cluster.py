@@ -100,3 +100,14 @@ def test_an_outbound_cluster_keeps_envoy_defaults_for_the_new_fields() -> None:
     assert not out.HasField("upstream_bind_config")
     assert not out.HasField("cleanup_interval")
     assert not out.typed_extension_protocol_options
+
+
+def test_an_endpoint_on_a_unix_socket_is_a_pipe_address() -> None:
+    spec = ir.Cluster(
+        str(ClusterName.inbound(9080)),
+        discovery="STATIC",
+        inline_endpoints=(ir.Endpoint("", 0, path="/var/run/app.sock"),),
+    )
+    (endpoint,) = builder.cluster(spec).load_assignment.endpoints[0].lb_endpoints
+    address = endpoint.endpoint.address
+    assert (address.WhichOneof("address"), address.pipe.path) == ("pipe", "/var/run/app.sock")

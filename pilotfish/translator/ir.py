@@ -163,6 +163,9 @@ class RetryPolicy:
     per_try_timeout_ms: int | None = None
     retriable_status_codes: tuple[int, ...] = ()
     retry_remote_localities: bool = False
+    # Retry on another host than the one that failed (Istio's outbound routes); an inbound
+    # route has one host, its own workload, and Istio leaves the predicate out there.
+    retry_other_hosts: bool = True
 
 
 @dataclass(frozen=True)
@@ -494,6 +497,9 @@ ClusterDiscovery = Literal["EDS", "STATIC", "STRICT_DNS", "LOGICAL_DNS", "ORIGIN
 class Endpoint:
     address: str
     port: int
+    # A Unix domain socket instead (address and port unused): a Sidecar ingress
+    # `defaultEndpoint: unix:///path`; a leading "@" is Linux's abstract namespace.
+    path: str = ""
 
 
 @dataclass(frozen=True)

@@ -155,11 +155,7 @@ def _http_protocol_options(spec: ir.Cluster) -> hpo_pb.HttpProtocolOptions | Non
 def load_assignment(spec: ir.LoadAssignment) -> endpoint_pb2.ClusterLoadAssignment:
     lb_endpoints = [
         endpoint_components_pb2.LbEndpoint(
-            endpoint=endpoint_components_pb2.Endpoint(
-                address=address_pb2.Address(
-                    socket_address=address_pb2.SocketAddress(address=e.address, port_value=e.port)
-                )
-            )
+            endpoint=endpoint_components_pb2.Endpoint(address=endpoint_address(e))
         )
         for e in spec.endpoints
     ]
@@ -168,4 +164,12 @@ def load_assignment(spec: ir.LoadAssignment) -> endpoint_pb2.ClusterLoadAssignme
         endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)]
         if lb_endpoints
         else [],
+    )
+
+
+def endpoint_address(spec: ir.Endpoint) -> address_pb2.Address:
+    if spec.path:
+        return address_pb2.Address(pipe=address_pb2.Pipe(path=spec.path))
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=spec.address, port_value=spec.port)
     )

@@ -228,15 +228,16 @@ def retry_policy(spec: ir.RetryPolicy) -> rc_pb.RetryPolicy:
         retry_on=spec.retry_on,
         num_retries=UInt32Value(value=spec.attempts),
         retriable_status_codes=list(spec.retriable_status_codes),
+    )
+    if spec.retry_other_hosts:
         # Retry elsewhere than the endpoint that just failed, as Istio does.
-        retry_host_predicate=[
+        policy.retry_host_predicate.append(
             rc_pb.RetryPolicy.RetryHostPredicate(
                 name="envoy.retry_host_predicates.previous_hosts",
                 typed_config=typed(previous_hosts_pb2.PreviousHostsPredicate()),
             )
-        ],
-        host_selection_retry_max_attempts=5,
-    )
+        )
+        policy.host_selection_retry_max_attempts = 5
     if spec.per_try_timeout_ms is not None:
         policy.per_try_timeout.CopyFrom(millis(spec.per_try_timeout_ms))
     if spec.retry_remote_localities:
