@@ -123,6 +123,20 @@ def test_outbound_traffic_policy(text: str, policy: str) -> None:
     assert parse(text)[0].outbound_policy == policy
 
 
+@pytest.mark.parametrize(
+    ("text", "policy"),
+    [
+        ("", "PASSTHROUGH"),  # Istio's default: to the pod's IP
+        ("inboundTrafficPolicy: {mode: PASSTHROUGH}", "PASSTHROUGH"),
+        ("inboundTrafficPolicy: {mode: LOCALHOST}", "LOCALHOST"),
+        ("inboundTrafficPolicy: {}", "PASSTHROUGH"),
+    ],
+)
+def test_inbound_traffic_policy(text: str, policy: str) -> None:
+    settings, problems = parse(text)
+    assert (settings.inbound_policy, problems) == (policy, [])
+
+
 def test_dynamic_dns_mode_is_reported_and_allow_any_applies() -> None:
     settings, problems = parse("outboundTrafficPolicy: {mode: ALLOW_ANY_DYNAMIC_DNS}")
     assert settings.outbound_policy == "ALLOW_ANY"
@@ -146,6 +160,7 @@ def test_removed_istio_fields_are_a_warning() -> None:
         ("connectTimeout: 0s", "connectTimeout", "must be positive"),
         ("rootNamespace: [a, b]", "rootNamespace", "string"),
         ("outboundTrafficPolicy: {mode: OPEN}", "outboundTrafficPolicy.mode", "OPEN"),
+        ("inboundTrafficPolicy: {mode: LOOPBACK}", "inboundTrafficPolicy.mode", "LOOPBACK"),
         ("defaultHttpRetryPolicy: {attempts: many}", "defaultHttpRetryPolicy.attempts", "many"),
         ("defaultHttpRetryPolicy: {atempts: 3}", "defaultHttpRetryPolicy.atempts", "atempts"),
         ("rootNamspace: istio-system", "rootNamspace", "not a field of Istio's MeshConfig"),

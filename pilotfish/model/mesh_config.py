@@ -26,6 +26,7 @@ from pilotfish.model.spec_errors import locate_spec_error
 
 KIND = "MeshConfig"
 OutboundPolicy = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
+InboundPolicy = Literal["PASSTHROUGH", "LOCALHOST"]
 
 # Istio's MeshConfig fields that pilotfish does not act on (istio/api mesh/v1alpha1):
 # accepted, and named in one warning.
@@ -37,7 +38,7 @@ ISTIO_FIELDS_NOT_ACTED_ON = frozenset(
         "defaultVirtualServiceExportTo", "disableEnvoyListenerLog", "discoverySelectors",
         "dnsRefreshRate", "enableAutoMtls", "enableEnvoyAccessLogService",
         "enablePrometheusMerge", "enableTracing", "extensionProviders", "h2UpgradePolicy",
-        "hboneIdleTimeout", "inboundClusterStatName", "inboundTrafficPolicy", "ingressClass",
+        "hboneIdleTimeout", "inboundClusterStatName", "ingressClass",
         "ingressControllerMode", "ingressSelector", "ingressService", "localityLbSetting",
         "meshMtls", "outboundClusterStatName", "pathNormalization", "protocolDetectionTimeout",
         "proxyHttpPort", "proxyInboundListenPort", "proxyListenPort", "serviceEntryVisibility",
@@ -68,6 +69,9 @@ class MeshSettings:
     """What translation reads of the mesh config; the defaults are Istio's."""
 
     outbound_policy: OutboundPolicy = "ALLOW_ANY"
+    # Where a sidecar's inbound clusters connect: the original destination (the pod's IP),
+    # or 127.0.0.1 (LOCALHOST, for applications that listen on loopback only).
+    inbound_policy: InboundPolicy = "PASSTHROUGH"
     root_namespace: str = "istio-system"
     connect_timeout_ms: int = 10_000
     # None: Istio's built-in default retry policy.
@@ -89,7 +93,13 @@ class MeshSettings:
             if self.default_http_retry is None
             else self.default_http_retry.SerializeToString(deterministic=True)
         )
-        return (self.outbound_policy, self.root_namespace, self.connect_timeout_ms, retry)
+        return (
+            self.outbound_policy,
+            self.inbound_policy,
+            self.root_namespace,
+            self.connect_timeout_ms,
+            retry,
+        )
 
 
 class MeshConfigError(ValueError):
@@ -207,6 +217,9 @@ def _settings(
                     severity="warning",
                 )
             )
+    inbound = mesh_pb.MeshConfig.InboundTrafficPolicy
+    if message.inbound_traffic_policy.mode == inbound.LOCALHOST:
+        settings = replace(settings, inbound_policy="LOCALHOST")
     if message.HasField("default_http_retry_policy"):
         settings = replace(settings, default_http_retry=message.default_http_retry_policy)
     return settings, problems

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as pilotfish_dot_api_dot_networking_dot_v1alpha3_dot_virtual__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(pilotfish/api/mesh/v1alpha1/config.proto\x12\x13istio.mesh.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x37pilotfish/api/networking/v1alpha3/virtual_service.proto\"\xbe\x03\n\nMeshConfig\x12\x32\n\x0f\x63onnect_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12V\n\x17outbound_traffic_policy\x18\x11 \x01(\x0b\x32\x35.istio.mesh.v1alpha1.MeshConfig.OutboundTrafficPolicy\x12\x16\n\x0eroot_namespace\x18\" \x01(\t\x12G\n\x19\x64\x65\x66\x61ult_http_retry_policy\x18> \x01(\x0b\x32$.istio.networking.v1alpha3.HTTPRetry\x1a\xc2\x01\n\x15OutboundTrafficPolicy\x12H\n\x04mode\x18\x01 \x01(\x0e\x32:.istio.mesh.v1alpha1.MeshConfig.OutboundTrafficPolicy.Mode\"_\n\x04Mode\x12\x11\n\rREGISTRY_ONLY\x10\x00\x12\r\n\tALLOW_ANY\x10\x01\x12\x19\n\x15\x41LLOW_ANY_DYNAMIC_DNS\x10\x03\"\x04\x08\x02\x10\x02*\x14VIRTUAL_SERVICE_ONLYb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(pilotfish/api/mesh/v1alpha1/config.proto\x12\x13istio.mesh.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x37pilotfish/api/networking/v1alpha3/virtual_service.proto\"\x9e\x05\n\nMeshConfig\x12\x32\n\x0f\x63onnect_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12V\n\x17outbound_traffic_policy\x18\x11 \x01(\x0b\x32\x35.istio.mesh.v1alpha1.MeshConfig.OutboundTrafficPolicy\x12\x16\n\x0eroot_namespace\x18\" \x01(\t\x12G\n\x19\x64\x65\x66\x61ult_http_retry_policy\x18> \x01(\x0b\x32$.istio.networking.v1alpha3.HTTPRetry\x12T\n\x16inbound_traffic_policy\x18\x42 \x01(\x0b\x32\x34.istio.mesh.v1alpha1.MeshConfig.InboundTrafficPolicy\x1a\xc2\x01\n\x15OutboundTrafficPolicy\x12H\n\x04mode\x18\x01 \x01(\x0e\x32:.istio.mesh.v1alpha1.MeshConfig.OutboundTrafficPolicy.Mode\"_\n\x04Mode\x12\x11\n\rREGISTRY_ONLY\x10\x00\x12\r\n\tALLOW_ANY\x10\x01\x12\x19\n\x15\x41LLOW_ANY_DYNAMIC_DNS\x10\x03\"\x04\x08\x02\x10\x02*\x14VIRTUAL_SERVICE_ONLY\x1a\x87\x01\n\x14InboundTrafficPolicy\x12G\n\x04mode\x18\x01 \x01(\x0e\x32\x39.istio.mesh.v1alpha1.MeshConfig.InboundTrafficPolicy.Mode\"&\n\x04Mode\x12\x0f\n\x0bPASSTHROUGH\x10\x00\x12\r\n\tLOCALHOST\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pilotfish.api.mesh.v1alpha1
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MESHCONFIG']._serialized_start=155
-  _globals['_MESHCONFIG']._serialized_end=601
-  _globals['_MESHCONFIG_OUTBOUNDTRAFFICPOLICY']._serialized_start=407
-  _globals['_MESHCONFIG_OUTBOUNDTRAFFICPOLICY']._serialized_end=601
-  _globals['_MESHCONFIG_OUTBOUNDTRAFFICPOLICY_MODE']._serialized_start=506
-  _globals['_MESHCONFIG_OUTBOUNDTRAFFICPOLICY_MODE']._serialized_end=601
+  _globals['_MESHCONFIG']._serialized_end=825
+  _globals['_MESHCONFIG_OUTBOUNDTRAFFICPOLICY']._serialized_start=493
+  _globals['_MESHCONFIG_OUTBOUNDTRAFFICPOLICY']._serialized_end=687
+  _globals['_MESHCONFIG_OUTBOUNDTRAFFICPOLICY_MODE']._serialized_start=592
+  _globals['_MESHCONFIG_OUTBOUNDTRAFFICPOLICY_MODE']._serialized_end=687
+  _globals['_MESHCONFIG_INBOUNDTRAFFICPOLICY']._serialized_start=690
+  _globals['_MESHCONFIG_INBOUNDTRAFFICPOLICY']._serialized_end=825
+  _globals['_MESHCONFIG_INBOUNDTRAFFICPOLICY_MODE']._serialized_start=787
+  _globals['_MESHCONFIG_INBOUNDTRAFFICPOLICY_MODE']._serialized_end=825
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MeshConfig(_message.Message):
-    __slots__ = ("connect_timeout", "outbound_traffic_policy", "root_namespace", "default_http_retry_policy")
+    __slots__ = ("connect_timeout", "outbound_traffic_policy", "root_namespace", "default_http_retry_policy", "inbound_traffic_policy")
     class OutboundTrafficPolicy(_message.Message):
         __slots__ = ("mode",)
         class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -25,12 +25,25 @@ class MeshConfig(_message.Message):
         MODE_FIELD_NUMBER: _ClassVar[int]
         mode: MeshConfig.OutboundTrafficPolicy.Mode
         def __init__(self, mode: _Optional[_Union[MeshConfig.OutboundTrafficPolicy.Mode, str]] = ...) -> None: ...
+    class InboundTrafficPolicy(_message.Message):
+        __slots__ = ("mode",)
+        class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+            __slots__ = ()
+            PASSTHROUGH: _ClassVar[MeshConfig.InboundTrafficPolicy.Mode]
+            LOCALHOST: _ClassVar[MeshConfig.InboundTrafficPolicy.Mode]
+        PASSTHROUGH: MeshConfig.InboundTrafficPolicy.Mode
+        LOCALHOST: MeshConfig.InboundTrafficPolicy.Mode
+        MODE_FIELD_NUMBER: _ClassVar[int]
+        mode: MeshConfig.InboundTrafficPolicy.Mode
+        def __init__(self, mode: _Optional[_Union[MeshConfig.InboundTrafficPolicy.Mode, str]] = ...) -> None: ...
     CONNECT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     OUTBOUND_TRAFFIC_POLICY_FIELD_NUMBER: _ClassVar[int]
     ROOT_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_HTTP_RETRY_POLICY_FIELD_NUMBER: _ClassVar[int]
+    INBOUND_TRAFFIC_POLICY_FIELD_NUMBER: _ClassVar[int]
     connect_timeout: _duration_pb2.Duration
     outbound_traffic_policy: MeshConfig.OutboundTrafficPolicy
     root_namespace: str
     default_http_retry_policy: _virtual_service_pb2.HTTPRetry
-    def __init__(self, connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., outbound_traffic_policy: _Optional[_Union[MeshConfig.OutboundTrafficPolicy, _Mapping]] = ..., root_namespace: _Optional[str] = ..., default_http_retry_policy: _Optional[_Union[_virtual_service_pb2.HTTPRetry, _Mapping]] = ...) -> None: ...
+    inbound_traffic_policy: MeshConfig.InboundTrafficPolicy
+    def __init__(self, connect_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., outbound_traffic_policy: _Optional[_Union[MeshConfig.OutboundTrafficPolicy, _Mapping]] = ..., root_namespace: _Optional[str] = ..., default_http_retry_policy: _Optional[_Union[_virtual_service_pb2.HTTPRetry, _Mapping]] = ..., inbound_traffic_policy: _Optional[_Union[MeshConfig.InboundTrafficPolicy, _Mapping]] = ...) -> None: ...
