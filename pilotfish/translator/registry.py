@@ -97,6 +97,20 @@ _PROTOCOLS = {
 HTTP2_PROTOCOLS = frozenset({"HTTP2", "GRPC", "GRPC-WEB"})  # spoken upstream over HTTP/2
 
 
+# Protocol names of Istio's own APIs (a Sidecar or ServiceEntry port's `protocol`).
+ISTIO_PROTOCOLS = frozenset(
+    {"HTTP", "HTTP2", "HTTPS", "GRPC", "GRPC-WEB", "HTTP_PROXY", "TCP", "TLS", "UDP"}
+    | {"MONGO", "REDIS", "MYSQL"}
+)
+
+
+def parse_protocol(name: str) -> str:
+    """A protocol as Istio's APIs write it, in any case; else UNSUPPORTED (Istio sniffs
+    the traffic)."""
+    upper = name.upper()
+    return upper if upper in ISTIO_PROTOCOLS else "UNSUPPORTED"
+
+
 def port_protocol(port: ServicePort) -> str:
     """Istio's protocol selection: appProtocol decides when set; else the port name's
     prefix (`grpc-web` whole, as it holds a dash); else UNSUPPORTED (Istio sniffs it)."""

@@ -1,4 +1,4 @@
-"""A gateway proxy's own Services (Istio's "service targets"), and the ports it listens on.
+"""A proxy's own Services (Istio's "service targets"), and the ports a gateway listens on.
 
 As Istio works them out from the registry: in the proxy's namespace, every Kubernetes
 Service whose selector picks the proxy's labels, and every ServiceEntry with an endpoint
@@ -6,6 +6,10 @@ at the proxy's IP (one of its `endpoints`, or a WorkloadEntry its `workloadSelec
 picks). Each port of such a Service is served on a target port: a Service's `targetPort`
 (a named one as its endpoints resolve it); for an entry, the endpoint's own port of that
 name, else the port's `targetPort`, else its number.
+
+Targets come oldest Service first (creation time, then host name), as Istio orders them:
+where two Services claim one target port, a sidecar's inbound side serves the first.
+A gateway listens on target ports; a sidecar accepts its inbound traffic on them.
 
 A Gateway server on port N listens on the target port of every such port numbered N
 (Istio, for selector Gateways, on the first one's only: see the README), leaving out
@@ -16,16 +20,21 @@ Istio reads it); with none, on N itself.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from pilotfish.api.networking.v1alpha3 import service_entry_pb2 as se_pb
 from pilotfish.api.networking.v1alpha3 import workload_entry_pb2 as we_pb
 from pilotfish.model.configset import ConfigSet
-from pilotfish.model.objects import IstioObject
+from pilotfish.model.objects import ConfigObject, IstioObject, ServicePort
 from pilotfish.translator.labels import selects
 from pilotfish.translator.proxy import Proxy
-from pilotfish.translator.registry import ServiceRegistry, entry_endpoint_port, entry_ports
+from pilotfish.translator.registry import (
+    ServiceRegistry,
+    entry_endpoint_port,
+    entry_ports,
+    port_protocol,
+)
 
 DISABLE_PORT_TRANSLATION = "experimental.istio.io/disable-gateway-port-translation"
 
@@ -38,32 +47,63 @@ class ServiceTarget:
     port: int
     target_port: int
     translates: bool = True  # False: the Service opted out of gateway port translation
+    hostname: str = ""  # the Service's FQDN (a ServiceEntry: one target per host)
+    port_name: str = ""
+    protocol: str = "UNSUPPORTED"  # Istio's protocol of the port (registry.port_protocol)
+    source: ConfigObject | None = field(default=None, compare=False)  # to report problems at
 
 
 def service_targets(
     config: ConfigSet, proxy: Proxy, registry: ServiceRegistry
 ) -> list[ServiceTarget]:
-    found = []
+    found: list[tuple[str, ServiceTarget]] = []  # (creation time, target)
     for s in registry.selecting(proxy.namespace, proxy.labels):
         translates = DISABLE_PORT_TRANSLATION not in s.service.meta.labels
         name = f"Service {s.namespace}/{s.service.meta.name}"
+        targets = []
         for port in s.ports:
             if isinstance(port.target_port, int):
                 target: int | None = port.target_port or port.port
             else:
                 target = registry.named_target_port(s, port)
             if target:
-                found.append(ServiceTarget(name, port.port, target, translates))
+                targets.append(_target(name, s.hostname, port, target, translates, s.service))
+        created = s.service.meta.creation_timestamp
+        found += [(created, t) for t in targets]
     for entry in config.istio("ServiceEntry"):
         if entry.meta.namespace != proxy.namespace:
             continue
+        spec = cast(se_pb.ServiceEntry, entry.spec)
         translates = DISABLE_PORT_TRANSLATION not in entry.meta.labels
         name = f"ServiceEntry {entry.meta.namespace}/{entry.meta.name}"
         for endpoint_ports in _workloads_at(config, entry, proxy.ip):
-            for port in entry_ports(cast(se_pb.ServiceEntry, entry.spec)):
-                target = entry_endpoint_port(port, endpoint_ports)
-                found.append(ServiceTarget(name, port.port, target, translates))
-    return found
+            for host in spec.hosts:
+                targets = [
+                    _target(
+                        name,
+                        host.lower(),
+                        port,
+                        entry_endpoint_port(port, endpoint_ports),
+                        translates,
+                        entry,
+                    )
+                    for port in entry_ports(spec)
+                ]
+                found += [(entry.meta.creation_timestamp, t) for t in targets]
+    found.sort(key=lambda ct: (ct[0], ct[1].hostname))  # stable: a Service's ports in order
+    return [t for _, t in found]
+
+
+def _target(
+    name: str,
+    hostname: str,
+    port: ServicePort,
+    target: int,
+    translates: bool,
+    source: ConfigObject,
+) -> ServiceTarget:
+    protocol = port_protocol(port)
+    return ServiceTarget(name, port.port, target, translates, hostname, port.name, protocol, source)
 
 
 def _workloads_at(config: ConfigSet, entry: IstioObject, ip: str) -> Iterator[Mapping[str, int]]:
