@@ -321,21 +321,6 @@ def test_a_nack_is_reported_not_resent_and_old_config_keeps_serving(world: Deplo
     )
 
 
-def test_a_sidecar_gets_an_empty_valid_config(world: Deployment) -> None:
-    options = BootstrapOptions(
-        proxy_type="sidecar",
-        name="productpage-v1-123",
-        namespace="default",
-        labels={"app": "productpage"},
-        xds_address=world.pilotfish.xds_address,
-        admin_port=0,
-    )
-    with EnvoyProcess(render_bootstrap(options), name="sidecar") as sidecar:
-        sidecar.wait_ready()  # LIVE: its initial CDS and LDS arrived
-        assert sidecar.dynamic_listeners() == {}
-        assert sidecar.dynamic_clusters() == {}
-
-
 def test_a_malformed_node_id_is_refused(world: Deployment) -> None:
     async def connect() -> grpc.aio.AioRpcError:
         async with grpc.aio.insecure_channel(world.pilotfish.xds_address) as channel:

@@ -195,3 +195,56 @@ spec:
     assert cluster.connect_timeout.ToMilliseconds() == 10_000
     assert cluster.outlier_detection.consecutive_5xx.value == 3
     assert not cluster.outlier_detection.HasField("interval")
+
+
+SIDECAR_WORLD = """\
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ratings, namespace: default}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  ingress: [{port: {number: 9080, protocol: HTTP}, defaultEndpoint: "0.0.0.0:8080"}]
+"""
+
+
+def sidecar_node(pod: str, ip: str, app: str) -> base_pb2.Node:
+    metadata = struct_pb2.Struct()
+    metadata.update({"LABELS": {"app": app}, "NAMESPACE": "default"})
+    return base_pb2.Node(
+        id=f"sidecar~{ip}~{pod}.default~default.svc.cluster.local", metadata=metadata
+    )
+
+
+def test_sidecars_of_a_workload_share_unless_a_sidecar_ingress_reads_their_ip() -> None:
+    config = build_config_set([parse_manifest_text(SIDECAR_WORLD, "world.yaml")])
+    reviews = [sidecar_node(f"reviews-{i}", f"10.1.0.{i}", "reviews") for i in (1, 2)]
+    ratings = [sidecar_node(f"ratings-{i}", f"10.1.0.{i + 10}", "ratings") for i in (1, 2)]
+    # Inbound sends to the original destination: the pods' IPs are not in their config.
+    a, b = (
+        translate(config, Proxy.from_node(n.id, {"LABELS": {"app": "reviews"}})) for n in reviews
+    )
+    assert (a.listeners, a.clusters) == (b.listeners, b.clusters)
+    plane = cp.ControlPlane()
+    plane.apply(config)
+
+    async def connect_all() -> None:
+        for n in [*reviews, *ratings]:
+            await plane.on_connect(n)
+
+    asyncio.run(connect_all())
+    snapshots = [plane.cache.get(n.id) for n in [*reviews, *ratings]]
+    assert all(s is not None for s in snapshots)
+    first, second, third, fourth = (s.snapshot for s in snapshots if s is not None)
+    assert first is second  # one translation for the reviews pods
+    # The Sidecar's ingress sends to each ratings pod's own IP: a translation each.
+    assert third is not fourth
+    (inbound,) = [c for n, c in third.resources[types.CLUSTER].items() if n == "inbound|9080||"]
+    endpoint = inbound.load_assignment.endpoints[0].lb_endpoints[0].endpoint
+    assert endpoint.address.socket_address.address == "10.1.0.11"

@@ -207,3 +207,20 @@ spec: {address: 10.0.0.3}
         ("default", "10.0.0.2"),
         ("vms", "10.0.0.3"),
     }
+
+
+def test_targets_say_host_and_protocol_and_come_oldest_service_first() -> None:
+    newer = service("b-newer", "[{name: http, port: 80, targetPort: 8080}]").replace(
+        "labels: {}", "labels: {}, creationTimestamp: '2024-02-01T00:00:00Z'"
+    )
+    older = service("z-older", "[{name: tcp-db, port: 3306}, {name: web, port: 81}]").replace(
+        "labels: {}", "labels: {}, creationTimestamp: '2024-01-01T00:00:00Z'"
+    )
+    config = config_of(newer, older)
+    found = service_targets(config, proxy(), ServiceRegistry(config))
+    assert [(t.hostname, t.port, t.port_name, t.protocol) for t in found] == [
+        ("z-older.istio-system.svc.cluster.local", 3306, "tcp-db", "TCP"),
+        ("z-older.istio-system.svc.cluster.local", 81, "web", "UNSUPPORTED"),
+        ("b-newer.istio-system.svc.cluster.local", 80, "http", "HTTP"),
+    ]
+    assert found[0].source is not None and found[0].source.meta.name == "z-older"

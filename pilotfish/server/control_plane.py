@@ -16,7 +16,7 @@ resource with no recorded source is reported without an object (a translator bug
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +27,8 @@ from google.protobuf import json_format
 from pilotfish.model.configset import ConfigSet
 from pilotfish.model.errors import ConfigError
 from pilotfish.server import metrics
+from pilotfish.translator.ip_dependence import ip_matters
 from pilotfish.translator.proxy import Proxy
-from pilotfish.translator.service_targets import addressed_ips
 from pilotfish.translator.translate import Translation, translate
 from pilotfish.xds import types
 from pilotfish.xds.ads import AdsServer
@@ -97,11 +97,11 @@ def rejection_errors(
     return errors
 
 
-def proxy_shape(proxy: Proxy, addressed: frozenset[tuple[str, str]]) -> ProxyShape:
+def proxy_shape(proxy: Proxy, ip_matters: Callable[[Proxy], bool]) -> ProxyShape:
     """All the translator reads of a proxy: its ID and pod name do not change output, nor
-    its IP unless a ServiceEntry or WorkloadEntry of its namespace names it (`addressed`:
-    then that entry is one of the proxy's own Services)."""
-    ip = proxy.ip if (proxy.namespace, proxy.ip) in addressed else ""
+    its IP unless the config makes it (translator/ip_dependence.py: a ServiceEntry or
+    WorkloadEntry at that IP, a Sidecar with ingress listeners)."""
+    ip = proxy.ip if ip_matters(proxy) else ""
     return (proxy.type, proxy.namespace, tuple(sorted(proxy.labels.items())), ip)
 
 
@@ -121,7 +121,7 @@ class ControlPlane:
         # Translation depends only on a proxy's shape: a fleet of identical gateway
         # replicas is translated once per config, not once per proxy.
         self._translations: dict[ProxyShape, Translated] = {}
-        self._addressed: frozenset[tuple[str, str]] = frozenset()
+        self._ip_matters: Callable[[Proxy], bool] = ip_matters(self.config)
         self.checker = ResourceChecker()
 
     # --- proxies ------------------------------------------------------------------------
@@ -157,14 +157,14 @@ class ControlPlane:
         """Make `config` current and push whatever it changes to every connected proxy."""
         self.config = config
         self._translations = {}
-        self._addressed = addressed_ips(config)
+        self._ip_matters = ip_matters(config)
         metrics.CONFIG_RELOADS.inc()
         for proxy in self.proxies():
             self._update(proxy)
         self._report_status()
 
     def _translated(self, proxy: Proxy) -> Translated:
-        shape = proxy_shape(proxy, self._addressed)
+        shape = proxy_shape(proxy, self._ip_matters)
         found = self._translations.get(shape)
         if found is None:
             with metrics.TRANSLATION_SECONDS.time():

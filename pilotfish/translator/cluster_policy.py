@@ -86,6 +86,20 @@ def apply_policy(
     return Applied(replace(out, sources=(*out.sources, *sources)), secrets)
 
 
+def apply_connection_pool(
+    cluster: ir.Cluster,
+    pool: dr_pb.ConnectionPoolSettings,
+    obj: IstioObject,
+    path: str,
+    diag: Diagnostics,
+) -> ir.Cluster:
+    """A connectionPool alone (a sidecar's inbound cluster: a DestinationRule's, or a
+    Sidecar's `ingress[].connectionPool` / `inboundConnectionPool`) at `path` in `obj`."""
+    out = _connection_pool(cluster, pool, obj, path, diag)
+    sources = tuple((f, source_of(obj, path)) for f in _ENVOY_FIELDS["connection_pool"])
+    return replace(out, sources=(*out.sources, *sources))
+
+
 def _load_balancer(
     cluster: ir.Cluster,
     lb: dr_pb.LoadBalancerSettings,

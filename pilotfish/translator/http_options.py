@@ -20,3 +20,13 @@ GATEWAY_TLS = replace(
     forward_client_cert="SANITIZE_SET",
     client_cert_details=ir.ClientCertDetails(subject=True, cert=True, dns=True, uri=True),
 )
+
+# A sidecar's inbound side, as Istio's: the caller is the peer (its x-forwarded-for is
+# not trusted for the client's address); the details of a client certificate are
+# appended for the application (subject, URI and DNS SANs); no stream idle timeout (the
+# application decides how long a stream may be idle).
+SIDECAR_INBOUND = ir.HttpOptions(
+    forward_client_cert="APPEND_FORWARD",
+    client_cert_details=ir.ClientCertDetails(subject=True, dns=True, uri=True),
+    stream_idle_timeout_ms=0,
+)

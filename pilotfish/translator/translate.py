@@ -35,6 +35,7 @@ from pilotfish.translator.ingress import with_ingresses
 from pilotfish.translator.proxy import ROUTER, Proxy
 from pilotfish.translator.registry import ServiceRegistry
 from pilotfish.translator.secrets import Credentials
+from pilotfish.translator.sidecar import build_sidecar
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,9 @@ def _sources(config: ir.ProxyConfig) -> dict[tuple[str, str], ir.FieldSources]:
 
 def build_ir(config: ConfigSet, proxy: Proxy, diag: Diagnostics) -> ir.ProxyConfig:
     if proxy.type != ROUTER:
-        # Sidecar translation is a later issue: an empty, valid config until then.
-        return ir.ProxyConfig()
+        return build_sidecar(
+            config, proxy, ServiceRegistry(config, proxy_namespace=proxy.namespace), diag
+        )
     # Istio's Ingresses become a Gateway and VirtualServices first, as Istio converts them.
     config = with_ingresses(config, diag)
     registry = ServiceRegistry(config, proxy_namespace=proxy.namespace)
