@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pilotfish.model.configset import build_config_set
 from pilotfish.model.documents import parse_manifest_text
-from pilotfish.translator.validate import implied_gateway_proxies
+from pilotfish.translator.validate import (
+    implied_gateway_proxies,
+    implied_sidecar_proxies,
+    validation_report,
+)
 
 GATEWAY = """\
 apiVersion: networking.istio.io/v1
@@ -50,3 +54,30 @@ def test_one_proxy_per_distinct_selector() -> None:
         ("istio-system", {"istio": "egressgateway"}),
         ("istio-system", {"istio": "ingressgateway"}),
     ]
+
+
+SIDECARS = """\
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ratings, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  ingress: [{port: {number: 9080, protocol: HTTP}, defaultEndpoint: "10.0.0.1:9080"}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress: [{hosts: ["./*"]}]
+"""
+
+
+def test_each_sidecar_resource_implies_a_sidecar_it_applies_to() -> None:
+    config = build_config_set([parse_manifest_text(SIDECARS, "in.yaml")])
+    assert [(p.type, p.namespace, dict(p.labels)) for p in implied_sidecar_proxies(config)] == [
+        ("sidecar", "shop", {}),
+        ("sidecar", "shop", {"app": "ratings"}),
+    ]
+    # So `pilotfish validate` reports a bad ingress listener with no proxy connected.
+    fields = [(e["name"], e.get("field")) for e in validation_report(config)]
+    assert ("ratings", "spec.ingress[0].defaultEndpoint") in fields

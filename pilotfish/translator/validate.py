@@ -1,11 +1,13 @@
-"""`pilotfish validate` without any proxy connected: translate for the gateways the
-config implies, and report everything found (the /debug/config_status shape)."""
+"""`pilotfish validate` without any proxy connected: translate for the gateways and the
+sidecars the config implies, and report everything found (the /debug/config_status
+shape)."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
 from pilotfish.api.networking.v1alpha3 import gateway_pb2 as gw_pb
+from pilotfish.api.networking.v1alpha3 import sidecar_pb2 as sc_pb
 from pilotfish.model.configset import ConfigSet
 from pilotfish.model.errors import ConfigError
 from pilotfish.node_id import NodeId
@@ -41,8 +43,23 @@ def implied_gateway_proxies(config: ConfigSet) -> list[Proxy]:
     return [proxies[k] for k in sorted(proxies)]
 
 
+def implied_sidecar_proxies(config: ConfigSet) -> list[Proxy]:
+    """A sidecar for each Sidecar resource, in its namespace with its workloadSelector's
+    labels: the Sidecar applies to it, so its problems are found."""
+    proxies: dict[tuple[str, tuple[tuple[str, str], ...]], Proxy] = {}
+    for sidecar in config.istio("Sidecar"):
+        spec = cast(sc_pb.Sidecar, sidecar.spec)
+        labels = dict(spec.workload_selector.labels)
+        namespace = sidecar.meta.namespace
+        key = (namespace, tuple(sorted(labels.items())))
+        if key not in proxies:
+            node_id = str(NodeId.for_pod("sidecar", "127.0.0.1", "validate", namespace))
+            proxies[key] = Proxy.from_node(node_id, {"LABELS": labels, "NAMESPACE": namespace})
+    return [proxies[k] for k in sorted(proxies)]
+
+
 def validation_report(config: ConfigSet) -> list[dict[str, Any]]:
     found: dict[ConfigError, None] = dict.fromkeys(config.errors)
-    for proxy in implied_gateway_proxies(config):
+    for proxy in (*implied_gateway_proxies(config), *implied_sidecar_proxies(config)):
         found.update(dict.fromkeys(translate(config, proxy).status))
     return [e.to_json() for e in found]
