@@ -50,8 +50,9 @@ def parse_metadata(text: str) -> dict[str, str]:
 
 MESH_CONFIG_HELP = (
     "Istio MeshConfig YAML (the `mesh` key of the istio ConfigMap, or the ConfigMap): "
-    "outboundTrafficPolicy.mode, rootNamespace, defaultHttpRetryPolicy and connectTimeout "
-    "change translation; other Istio fields are named in a warning. Read at start-up."
+    "outboundTrafficPolicy.mode, inboundTrafficPolicy.mode, rootNamespace, "
+    "defaultHttpRetryPolicy and connectTimeout change translation; other Istio fields are "
+    "named in a warning. Read at start-up."
 )
 
 
@@ -199,13 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--namespace", default="istio-system", help="the proxy's namespace (default %(default)s)"
     )
     tr.add_argument("--name", default="proxy-0", help="the proxy's pod name")
+    tr.add_argument(
+        "--ip",
+        default="127.0.0.1",
+        help="the proxy's IP (default %(default)s): a ServiceEntry endpoint or WorkloadEntry "
+        "there is one of its own Services; a sidecar's Sidecar ingress listeners use it",
+    )
     tr.add_argument("--mesh-config", type=Path, metavar="FILE", help=MESH_CONFIG_HELP)
 
     val = commands.add_parser(
         "validate",
         help="check the manifests; exit 1 if anything is invalid",
         description="Parse and check every manifest, then translate for each gateway the "
-        "Gateways select, and print the problems found as JSON (the same report as "
+        "Gateways select and a sidecar per Sidecar resource, and print the problems found as JSON (the same report as "
         "/debug/config_status). Exit status 1 when there is any error (warnings alone: 0).",
     )
     val.add_argument("--config-dir", type=Path, required=True)
@@ -316,7 +323,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 def _translate(args: argparse.Namespace) -> int:
     config = load_config(args.config_dir, args.mesh_config)
-    node_id = str(NodeId.for_pod(args.type, "127.0.0.1", args.name, args.namespace))
+    node_id = str(NodeId.for_pod(args.type, args.ip, args.name, args.namespace))
     proxy = Proxy.from_node(node_id, {"LABELS": args.labels, "NAMESPACE": args.namespace})
     sys.stdout.write(to_yaml(translation_to_data(translate(config, proxy), config.errors)))
     return 0

@@ -199,6 +199,29 @@ def test_translate_for_a_proxy_no_gateway_selects(capsys: pytest.CaptureFixture[
     assert data["routes"] == []
 
 
+def test_translate_for_a_sidecar_at_an_ip(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "vm.yaml").write_text(
+        """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: vm, namespace: vms}
+spec:
+  hosts: [vm.internal]
+  ports: [{number: 80, targetPort: 8080, name: http}]
+  endpoints: [{address: 10.2.0.5}]
+"""
+    )
+    common = ["translate", "--config-dir", str(tmp_path), "--type", "sidecar"]
+    code, out, _ = run(capsys, *common, "--namespace", "vms", "--ip", "10.2.0.5")
+    assert code == 0
+    clusters = [c["name"] for c in yaml.safe_load(out)["clusters"]]
+    assert "inbound|8080||" in clusters  # the entry's endpoint is this proxy
+    code, out, _ = run(capsys, *common, "--namespace", "vms")
+    assert "inbound|8080||" not in [c["name"] for c in yaml.safe_load(out)["clusters"]]
+
+
 def test_validate_the_example(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "validate", "--config-dir", str(EXAMPLE))
     assert code == 0
