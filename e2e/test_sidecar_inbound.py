@@ -186,3 +186,39 @@ def test_a_sidecar_ingress_default_endpoint_reaches_an_app_on_loopback(world: In
     # Chains are named after the pod's IP for Sidecar ingress listeners, as Istio does.
     rising(envoy, f"http.inbound_{world.details.ip}_9080.downstream_rq_total", 0, 1)
     rising(envoy, stat, before, 1)
+
+
+def test_a_capture_mode_none_ingress_listener_works_without_iptables(world: Inbound) -> None:
+    """A pod without capture rules: its sidecar serves a Sidecar `ingress:` port with
+    captureMode NONE as a listener bound to the pod's IP, in front of an app on loopback."""
+    mesh = world.mesh
+    vm = mesh.add_pod("vm-1", labels={"app": "vm"}, capture=False)
+    serve_directory(vm, "127.0.0.1", LOOPBACK_APP_PORT, "served without iptables\n")
+    mesh.write_config(
+        "vm-sidecar.yaml",
+        [
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "Sidecar",
+                "metadata": {"name": "vm", "namespace": "default"},
+                "spec": {
+                    "workloadSelector": {"labels": {"app": "vm"}},
+                    "ingress": [
+                        {
+                            "port": {"number": 9443, "protocol": "HTTP", "name": "http"},
+                            "captureMode": "NONE",
+                            "defaultEndpoint": f"127.0.0.1:{LOOPBACK_APP_PORT}",
+                        }
+                    ],
+                },
+            }
+        ],
+    )
+    envoy = vm.start_sidecar()
+    envoy.wait_ready()
+    listener = envoy.wait_for_listener(f"{vm.ip}_9443")
+    assert listener["local_address"]["socket_address"]["address"] == vm.ip
+    assert vm.nat_table().count("-A ") == 0  # no capture rule at all in this pod
+    reply = get(world, vm, 9443, "/hello.txt")
+    assert (reply.status, reply.text) == (200, "served without iptables\n")
+    rising(envoy, "cluster.inbound|9443||.upstream_rq_total", 0, 1)
