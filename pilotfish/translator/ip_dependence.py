@@ -7,6 +7,8 @@ translation never reads (DESIGN.md: the shape key). A proxy's IP is read when:
 - it is a sidecar whose Sidecar resource has `ingress:` listeners: as Istio, their chains
   are named after the pod's IP (unless `bind` says), captureMode NONE ones bind to it,
   and a `0.0.0.0:PORT` defaultEndpoint sends to it (sidecar/ingress.py).
+- it is a sidecar with an IPv6 address: its inbound clusters bind to `::6`, not
+  127.0.0.6 (the family follows the pod's).
 Everything else of a sidecar's inbound side is the same for every pod of a workload: it
 sends to the original destination, whatever that pod's IP.
 """
@@ -21,6 +23,7 @@ from pilotfish.model.configset import ConfigSet
 from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.proxy import SIDECAR, Proxy
 from pilotfish.translator.service_targets import addressed_ips
+from pilotfish.translator.sidecar.inbound_ports import is_ipv6
 from pilotfish.translator.sidecar_scope import applicable_sidecar
 
 
@@ -32,7 +35,11 @@ def ip_matters(config: ConfigSet) -> Callable[[Proxy], bool]:
     def matters(proxy: Proxy) -> bool:
         if (proxy.namespace, proxy.ip) in addressed:
             return True
-        if not any_ingress or proxy.type != SIDECAR:
+        if proxy.type != SIDECAR:
+            return False
+        if is_ipv6(proxy.ip):
+            return True
+        if not any_ingress:
             return False
         sidecar = applicable_sidecar(config, proxy, Diagnostics())  # problems: reported elsewhere
         return sidecar is not None and bool(cast(sc_pb.Sidecar, sidecar.spec).ingress)
