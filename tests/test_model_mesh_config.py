@@ -146,6 +146,17 @@ def test_dynamic_dns_mode_is_reported_and_allow_any_applies() -> None:
     ]
 
 
+def test_a_key_pilotfish_does_not_know_is_a_warning_naming_it() -> None:
+    settings, problems = parse("rootNamspace: mesh-root\ndefaultInboundHttpRetryPolicy: {}\n")
+    assert settings.root_namespace == "istio-system"  # the typo did not set it
+    assert problems == [
+        "mesh.yaml MeshConfig defaultInboundHttpRetryPolicy: 'defaultInboundHttpRetryPolicy' is "
+        "not a MeshConfig field pilotfish knows (a typo, or a newer Istio's field?): ignored",
+        "mesh.yaml MeshConfig rootNamspace: 'rootNamspace' is not a MeshConfig field pilotfish "
+        "knows (a typo, or a newer Istio's field?): ignored",
+    ]
+
+
 def test_removed_istio_fields_are_a_warning() -> None:
     _, problems = parse("disablePolicyChecks: true\nrootNamespace: x\n")
     assert problems == [
@@ -163,7 +174,6 @@ def test_removed_istio_fields_are_a_warning() -> None:
         ("inboundTrafficPolicy: {mode: LOOPBACK}", "inboundTrafficPolicy.mode", "LOOPBACK"),
         ("defaultHttpRetryPolicy: {attempts: many}", "defaultHttpRetryPolicy.attempts", "many"),
         ("defaultHttpRetryPolicy: {atempts: 3}", "defaultHttpRetryPolicy.atempts", "atempts"),
-        ("rootNamspace: istio-system", "rootNamspace", "not a field of Istio's MeshConfig"),
     ],
 )
 def test_a_wrong_field_refuses_the_file_naming_it(text: str, field: str, says: str) -> None:

@@ -3,8 +3,9 @@
 A MeshConfig copied from a cluster (the `mesh` key of the `istio` ConfigMap, or the
 ConfigMap itself) must load: the fields pilotfish acts on are parsed strictly (a wrong
 type is an error naming the field, and the file is refused); every other field Istio
-defines is named once in a warning; a key Istio does not define at all is an error, as
-Istio's own strict parsing makes it. Unset fields take Istio's defaults.
+defines is named once in a warning; a key pilotfish does not know as a MeshConfig field is
+a warning too, per key (a typo, or a field of an Istio newer than pilotfish's list: a
+config copied from a cluster must still load). Unset fields take Istio's defaults.
 """
 
 from __future__ import annotations
@@ -128,13 +129,17 @@ def parse_mesh_config(data: Any, source: str) -> tuple[MeshSettings, list[Config
         raise MeshConfigError(
             [_problem(source, f"a mesh config is a mapping, got {type(data).__name__}")]
         )
-    unknown = sorted(k for k in data if k not in ACTED_ON | ISTIO_FIELDS_NOT_ACTED_ON)
-    unknown = [k for k in unknown if k not in ISTIO_REMOVED_FIELDS]
-    if unknown:
-        raise MeshConfigError(
-            [_problem(source, f"{k!r} is not a field of Istio's MeshConfig", k) for k in unknown]
+    known = ACTED_ON | ISTIO_FIELDS_NOT_ACTED_ON | ISTIO_REMOVED_FIELDS
+    warnings = [
+        _problem(
+            source,
+            f"{k!r} is not a MeshConfig field pilotfish knows (a typo, or a newer Istio's "
+            "field?): ignored",
+            str(k),
+            severity="warning",
         )
-    warnings = []
+        for k in sorted(k for k in data if k not in known)
+    ]
     ignored = sorted(k for k in data if k in ISTIO_FIELDS_NOT_ACTED_ON)
     if ignored:
         warnings.append(
