@@ -2,7 +2,9 @@
 
 Each case holds its manifests (`input.yaml`, or an `input/` directory when the case is
 about several files), an optional `proxies.yaml` (default: one ingress gateway proxy
-`ingress` in istio-system labelled istio=ingressgateway), and `expected/<proxy>.yaml`:
+`ingress` in istio-system labelled istio=ingressgateway; `type: sidecar` for a sidecar),
+an optional `mesh.yaml` (the MeshConfig, as `--mesh-config` reads it), and
+`expected/<proxy>.yaml`:
 listeners, routes, clusters, endpoints, secrets and status, compared as text.
 
 `UPDATE_GOLDEN=1 make test` (or `make golden`) rewrites the expected files and deletes
@@ -20,8 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pilotfish.model.configset import ConfigSet, build_config_set
+from pilotfish.model.configset import ConfigSet, build_config_set, with_mesh
 from pilotfish.model.documents import ParsedFile
+from pilotfish.model.mesh_config import parse_mesh_config
 from pilotfish.node_id import NodeId
 from pilotfish.sources.files import FileSource, read_manifest_file
 from pilotfish.translator.dump import to_yaml, translation_to_data
@@ -59,7 +62,11 @@ def load_case_config(case: Path) -> ConfigSet:
         files = FileSource(case / "input").load()
     else:
         files = [read_manifest_file(case / "input.yaml", "input.yaml")]
-    return build_config_set(files)
+    config = build_config_set(files)
+    if (case / "mesh.yaml").exists():
+        mesh = yaml.safe_load((case / "mesh.yaml").read_text())
+        config = with_mesh(config, *parse_mesh_config(mesh, "mesh.yaml"))
+    return config
 
 
 def case_proxies(case: Path) -> list[GoldenProxy]:

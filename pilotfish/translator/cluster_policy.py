@@ -107,6 +107,8 @@ def _load_balancer(
     path: str,
     diag: Diagnostics,
 ) -> ir.Cluster:
+    if cluster.discovery == "ORIGINAL_DST":
+        return cluster  # to the client's own destination: nothing to balance (as Istio)
     which = lb.WhichOneof("lb_policy")
     if which == "consistent_hash" and lb.consistent_hash.HasField("http_cookie"):
         # Only reported here: the ttl goes on routes (destination_rules.hash_policy).

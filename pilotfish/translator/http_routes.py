@@ -7,10 +7,11 @@ order (first match wins), a rule with no match is a catch-all and ends the list.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import cast
 
+from pilotfish.api.durations import duration_problem, to_millis
 from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.objects import IstioObject
 from pilotfish.model.references import resolve_gateway_ref
@@ -274,7 +275,9 @@ def _destinations(
                 f"{dpath}.port",
                 f"service {host} has no port {port}: requests routed there get 503",
             )
-        cluster = str(ClusterName.outbound(port, host, dest.destination.subset))
+        # An ExternalName Service is its target's alias: routed to the target's clusters.
+        target = service.alias_of if service is not None and service.alias_of else host
+        cluster = str(ClusterName.outbound(port, target, dest.destination.subset))
         headers = (
             http_actions.headers(dest.headers, vs, f"{path}.route[{d}].headers", diag)
             if dest.HasField("headers")
@@ -291,6 +294,14 @@ def _destinations(
     return tuple(found)
 
 
+def default_retry(mesh_default: vs_pb.HTTPRetry | None) -> ir.RetryPolicy | None:
+    """The retry policy of a route that says nothing about retries (a sidecar's default
+    routes too): the mesh config's defaultHttpRetryPolicy, else Istio's default."""
+    if mesh_default is None:
+        return DEFAULT_RETRY
+    return _retry_policy(mesh_default, _unreported)  # checked when the mesh config loaded
+
+
 def _retry(
     rule: vs_pb.HTTPRoute,
     vs: IstioObject,
@@ -298,14 +309,25 @@ def _retry(
     mesh_default: vs_pb.HTTPRetry | None,
     diag: Diagnostics,
 ) -> ir.RetryPolicy | None:
-    if rule.HasField("retries"):
-        retries = rule.retries
-    elif mesh_default is not None:
-        retries = mesh_default  # checked when the mesh config was loaded
-    else:
-        return DEFAULT_RETRY
+    if not rule.HasField("retries"):
+        return default_retry(mesh_default)
+
+    def report(field_name: str, message: str) -> None:
+        diag.error(vs, f"{path}.retries.{field_name}", message)
+
+    return _retry_policy(rule.retries, report)
+
+
+Report = Callable[[str, str], None]  # (field under `retries`, message)
+
+
+def _unreported(field_name: str, message: str) -> None:
+    pass
+
+
+def _retry_policy(retries: vs_pb.HTTPRetry, report: Report) -> ir.RetryPolicy | None:
     if retries.attempts < 0:  # Envoy's num_retries is unsigned: it could not even be encoded
-        diag.error(vs, f"{path}.retries.attempts", "attempts cannot be negative: retries off")
+        report("attempts", "attempts cannot be negative: retries off")
         return None
     if retries.attempts == 0:
         return None  # `attempts: 0` turns retries off
@@ -318,12 +340,17 @@ def _retry(
             conditions.append(item)
     if codes and "retriable-status-codes" not in conditions:
         conditions.append("retriable-status-codes")
+    per_try = None
+    if retries.HasField("per_try_timeout"):
+        problem = duration_problem(retries.per_try_timeout)
+        if problem is None:
+            per_try = to_millis(retries.per_try_timeout)
+        else:
+            report("perTryTimeout", f"{problem}: ignored")  # as durations.duration_ms
     return ir.RetryPolicy(
         attempts=retries.attempts,
         retry_on=",".join(conditions) if conditions else DEFAULT_RETRY.retry_on,
-        per_try_timeout_ms=duration_ms(
-            retries, "per_try_timeout", vs, f"{path}.retries.perTryTimeout", diag
-        ),
+        per_try_timeout_ms=per_try,
         retriable_status_codes=tuple(codes),
         retry_remote_localities=retries.retry_remote_localities.value,
     )

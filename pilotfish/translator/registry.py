@@ -30,7 +30,7 @@ from pilotfish.model.objects import (
 from pilotfish.translator import ir
 from pilotfish.translator.cluster_names import ClusterName
 from pilotfish.translator.destination_rules import AppliedRule, DestinationRules, hash_policy
-from pilotfish.translator.hosts import DEFAULT_DOMAIN_SUFFIX, is_wildcard
+from pilotfish.translator.hosts import DEFAULT_DOMAIN_SUFFIX, fqdn, is_wildcard
 from pilotfish.translator.labels import selects
 from pilotfish.translator.visibility import exported_to
 
@@ -66,6 +66,16 @@ class RegistryService:
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)
+
+    @property
+    def alias_of(self) -> str:
+        """The host an ExternalName Service stands for ("" for any other service): Istio
+        routes to that host's clusters (a short name is a Service of the alias's
+        namespace, as Kubernetes' DNS would resolve it)."""
+        if self.entry is not None or self.service.type != "ExternalName":
+            return ""
+        target = self.service.external_name.rstrip(".").lower()
+        return fqdn(target, self.namespace) if target else ""
 
 
 EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"

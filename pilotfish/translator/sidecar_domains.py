@@ -42,11 +42,18 @@ def service_domains(
     *,
     kubernetes: bool = True,
     headless: bool = False,
+    aliases: Iterable[str] = (),
     domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
 ) -> ServiceDomains:
-    short = _short_forms(hostname, proxy_namespace, domain_suffix) if kubernetes else []
-    absolute = [] if _is_ip(hostname) else [hostname + "."]
-    domains = [hostname, *absolute, *short]
+    """`aliases`: the hosts of ExternalName Services that name this one (their own FQDN
+    and short forms follow the service's, as Istio adds them)."""
+    domains: list[str] = []
+    short: list[str] = []
+    for name, is_kube in ((hostname, kubernetes), *((a, True) for a in aliases)):
+        forms = _short_forms(name, proxy_namespace, domain_suffix) if is_kube else []
+        absolute = [] if _is_ip(name) else [name + "."]
+        domains += [name, *absolute, *forms]
+        short += forms
     if headless and kubernetes:
         domains += [f"*.{d}" for d in domains]
     domains += [_ip_domain(a) for a in addresses if a and a not in UNSPECIFIED_IPS]

@@ -64,7 +64,7 @@ def tcp_route(
             if not rule.route:
                 diag.error(vs, f"spec.tcp[{r}].route", "the rule has no route destinations")
                 continue
-            return _route(vs, rule.route, f"spec.tcp[{r}]", bound, registry, diag)
+            return route_to(vs, rule.route, f"spec.tcp[{r}]", bound.port_number, registry, diag)
     return None
 
 
@@ -96,7 +96,7 @@ def sni_routes(
                 names = _server_names(match.sni_hosts, bound, vs)
                 if names is None:
                     continue  # none of these SNI names is one this server serves
-                route = route or _route(vs, rule.route, path, bound, registry, diag)
+                route = route or route_to(vs, rule.route, path, bound.port_number, registry, diag)
                 found.append(SniRoute(names, route, vs, f"{path}.match[{m}]"))
     return found
 
@@ -118,14 +118,17 @@ def _server_names(
     return () if "*" in names else tuple(sorted(names))
 
 
-def _route(
+def route_to(
     vs: IstioObject,
     destinations: Sequence[vs_pb.RouteDestination],
     path: str,
-    bound: BoundServer,
+    port_number: int,
     registry: ServiceRegistry,
     diag: Diagnostics,
 ) -> TcpRoute:
+    """Where a `tcp:` or `tls:` rule's destinations send connections arriving on
+    `port_number` (a destination without a port and of a service of several ports: that
+    one). Gateways and sidecars alike."""
     clusters = []
     for d, dest in enumerate(destinations):
         dpath = f"{path}.route[{d}].destination"
@@ -135,7 +138,7 @@ def _route(
             diag.warning(
                 vs, f"{dpath}.host", f"no service {host} is known: connections routed there fail"
             )
-        port = destination_port(dest.destination.port.number, service, bound.port_number).number
+        port = destination_port(dest.destination.port.number, service, port_number).number
         if service is not None and service.port(port) is None:
             diag.warning(
                 vs,
@@ -143,8 +146,9 @@ def _route(
                 f"service {host} has no port {port}: connections routed there fail",
             )
         subset = dest.destination.subset
+        target = service.alias_of if service is not None and service.alias_of else host
         clusters.append(
-            ir.WeightedCluster(str(ClusterName.outbound(port, host, subset)), dest.weight)
+            ir.WeightedCluster(str(ClusterName.outbound(port, target, subset)), dest.weight)
         )
     if len(clusters) == 1:
         return TcpRoute(clusters[0].cluster, (clusters[0],))
