@@ -4,7 +4,8 @@ One cluster per service port, `outbound|<port>||<fqdn>`, and one per Destination
 subset, `outbound|<port>|<subset>|<fqdn>`, holding the endpoints whose labels include
 the subset's. Kubernetes Services and STATIC ServiceEntries are EDS; a DNS ServiceEntry
 is STRICT_DNS and DNS_ROUND_ROBIN is LOGICAL_DNS, both with the endpoints inline (by name,
-Envoy resolves them); NONE is EDS on a router, as Istio gives gateways.
+Envoy resolves them); NONE is EDS on a router, as Istio gives gateways, and ORIGINAL_DST
+on a sidecar (as headless Services are there).
 """
 
 from __future__ import annotations
@@ -50,15 +51,24 @@ class OutboundClusters:
 
 
 def build_outbound_clusters(
-    registry: ServiceRegistry, credentials: Credentials, diag: Diagnostics
+    registry: ServiceRegistry,
+    credentials: Credentials,
+    diag: Diagnostics,
+    services: Sequence[RegistryService] | None = None,
+    *,
+    sidecar: bool = False,
 ) -> OutboundClusters:
-    """Every service port's clusters, as Istio gives every gateway (no Sidecar scoping for
-    routers). Each EDS cluster gets a load assignment, possibly empty: Envoy then answers
-    503 "no healthy upstream", which is the truth."""
+    """The clusters of `services` (default: every service, as Istio gives every gateway;
+    a sidecar's Sidecar scope chooses). Each EDS cluster gets a load assignment, possibly
+    empty: Envoy then answers 503 "no healthy upstream", which is the truth. On a
+    `sidecar`, passthrough services (headless Services, resolution NONE) get ORIGINAL_DST
+    clusters, and ExternalName Services none (their target's serve them), as in Istio."""
     out = OutboundClusters()
     for applied in registry.destination_rules.all():
         warn_unsupported(applied.rule, diag)
-    for service in registry.services():
+    for service in registry.services() if services is None else services:
+        if sidecar and service.alias_of:
+            continue
         entry = cast(se_pb.ServiceEntry, service.entry.spec) if service.entry else None
         if entry is not None and entry.HasField("workload_selector"):
             assert service.entry is not None
@@ -81,9 +91,12 @@ def build_outbound_clusters(
         for port in service.ports:
             if port_protocol(port) in ("UDP", "SCTP"):
                 continue  # Envoy proxies TCP only (as Istio, no clusters for these)
-            _add(out, registry, credentials, diag, service, port, "")
+            discovery = _discovery(service, sidecar=sidecar)
+            _add(out, registry, credentials, diag, service, port, "", discovery)
             for s, subset in enumerate(subsets):
-                endpoints = _add(out, registry, credentials, diag, service, port, subset.name)
+                endpoints = _add(
+                    out, registry, credentials, diag, service, port, subset.name, discovery
+                )
                 if not endpoints and registry.labeled_endpoints(service, port):
                     assert rule is not None
                     diag.warning(
@@ -103,6 +116,7 @@ def _add(
     service: RegistryService,
     port: ServicePort,
     subset: str,
+    discovery: ir.ClusterDiscovery,
 ) -> tuple[ir.Endpoint, ...]:
     name = str(ClusterName.outbound(port.port, service.hostname, subset))
     rule = registry.destination_rule(service.hostname)
@@ -111,7 +125,6 @@ def _add(
         found = rule.subset(subset)
         labels = dict(found[1].labels) if found else {}
     endpoints = registry.endpoints(service, port, labels)
-    discovery = _DISCOVERY[service.resolution]
     if discovery == "LOGICAL_DNS" and not endpoints:
         # Envoy refuses a LOGICAL_DNS cluster without exactly one endpoint (a subset no
         # endpoint matches): STRICT_DNS with none means the same, 503 "no healthy upstream".
@@ -132,10 +145,15 @@ def _add(
         discovery=discovery,
         inline_endpoints=endpoints[:1] if discovery == "LOGICAL_DNS" else endpoints,
     )
-    if discovery == "EDS":
+    if discovery in ("EDS", "ORIGINAL_DST"):
         cluster = replace(cluster, inline_endpoints=())
+    if discovery == "ORIGINAL_DST":
+        # To the address the client connected to (Envoy requires CLUSTER_PROVIDED).
+        cluster = replace(cluster, lb_policy="CLUSTER_PROVIDED")
     origin = service.entry or service.service
-    port_index = next((i for i, p in enumerate(service.ports) if p is port), None)
+    # The port's place in the object (a sidecar's copy of the service may hold fewer).
+    declared = (registry.lookup(service.hostname) or service).ports
+    port_index = next((i for i, p in enumerate(declared) if p.port == port.port), None)
     port_path = "spec.ports" if port_index is None else f"spec.ports[{port_index}]"
     cluster = replace(cluster, sources=(("", source_of(origin, port_path)),))
     if rule is not None:
@@ -153,6 +171,14 @@ def _add(
     if cluster.discovery == "EDS":
         out.load_assignments.append(ir.LoadAssignment(name, endpoints))
     return endpoints
+
+
+def _discovery(service: RegistryService, *, sidecar: bool) -> ir.ClusterDiscovery:
+    if sidecar and service.resolution == "NONE":
+        return "ORIGINAL_DST"
+    if sidecar and service.entry is None and service.service.cluster_ip == "None":
+        return "ORIGINAL_DST"  # headless: clients address the pods themselves
+    return _DISCOVERY[service.resolution]
 
 
 def _ip_endpoints(

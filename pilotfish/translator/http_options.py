@@ -30,3 +30,8 @@ SIDECAR_INBOUND = ir.HttpOptions(
     client_cert_details=ir.ClientCertDetails(subject=True, dns=True, uri=True),
     stream_idle_timeout_ms=0,
 )
+
+# A sidecar's outbound connection managers: the client is the workload itself, so its
+# x-forwarded-for is kept (no use_remote_address); and, as Istio on every sidecar
+# connection manager, no stream idle timeout (long-lived streams must not be cut).
+SIDECAR_OUTBOUND = ir.HttpOptions(stream_idle_timeout_ms=0)

@@ -114,9 +114,11 @@ def _sources(config: ir.ProxyConfig) -> dict[tuple[str, str], ir.FieldSources]:
 
 def build_ir(config: ConfigSet, proxy: Proxy, diag: Diagnostics) -> ir.ProxyConfig:
     if proxy.type != ROUTER:
-        return build_sidecar(
-            config, proxy, ServiceRegistry(config, proxy_namespace=proxy.namespace), diag
-        )
+        registry = ServiceRegistry(config, proxy_namespace=proxy.namespace)
+        out = build_sidecar(config, proxy, registry, diag)
+        missing = referenced_clusters(out) - {c.name for c in out.clusters}
+        check_route_subsets(config, registry, missing, diag)
+        return out
     # Istio's Ingresses become a Gateway and VirtualServices first, as Istio converts them.
     config = with_ingresses(config, diag)
     registry = ServiceRegistry(config, proxy_namespace=proxy.namespace)

@@ -5,6 +5,10 @@ Both halves read the one Sidecar resource that applies (sidecar_scope.py). Istio
 order: outbound listeners, then inbound ones; outbound clusters (with BlackHoleCluster
 and PassthroughCluster), then inbound ones. A fixed cluster both halves use
 (BlackHoleCluster) is served once.
+
+What the outbound half reads of the proxy: its namespace and labels (the Sidecar
+resource, exportTo, `sourceLabels`/`sourceNamespace` of mesh rules), never its IP or pod
+name; what the inbound half reads: ip_dependence.py says when its IP matters.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pilotfish.translator.diagnostics import Diagnostics
 from pilotfish.translator.proxy import Proxy
 from pilotfish.translator.registry import ServiceRegistry
 from pilotfish.translator.sidecar.inbound import build_inbound
+from pilotfish.translator.sidecar.outbound import build_outbound
 from pilotfish.translator.sidecar_scope import sidecar_scope
 
 
@@ -25,8 +30,9 @@ def build_sidecar(
     config: ConfigSet, proxy: Proxy, registry: ServiceRegistry, diag: Diagnostics
 ) -> ir.ProxyConfig:
     scope = sidecar_scope(config, proxy, diag)
+    outbound = build_outbound(config, proxy, registry, scope, diag)
     inbound = build_inbound(config, proxy, registry, scope.sidecar, diag)
-    return combine(inbound)
+    return combine(outbound, inbound)
 
 
 def combine(*halves: ir.ProxyConfig) -> ir.ProxyConfig:
