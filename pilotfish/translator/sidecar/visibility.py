@@ -28,7 +28,7 @@ from pilotfish.translator.hosts import fqdn
 from pilotfish.translator.proxy import Proxy
 from pilotfish.translator.registry import RegistryService, ServiceRegistry
 from pilotfish.translator.sidecar_scope import EgressScope, SidecarScope
-from pilotfish.translator.visibility import exported_to
+from pilotfish.translator.visibility import visible_in
 
 ALL_PORTS = 0  # a VirtualService destination without a port depends on every port
 
@@ -76,10 +76,7 @@ def outbound_view(
     virtual_services = [
         vs
         for vs in config.istio("VirtualService")  # oldest first
-        if is_mesh_virtual_service(vs)
-        and exported_to(
-            cast(vs_pb.VirtualService, vs.spec).export_to, vs.meta.namespace, proxy.namespace
-        )
+        if is_mesh_virtual_service(vs) and visible_in(vs, proxy.namespace)
     ]
     views = tuple(_egress_view(e, services, virtual_services) for e in scope.egress)
     return OutboundView(scope, views, _cluster_services(views, registry, proxy.namespace))
