@@ -321,6 +321,38 @@ def test_a_nack_is_reported_not_resent_and_old_config_keeps_serving(world: Deplo
     )
 
 
+def test_a_sidecar_gets_its_outbound_config(world: Deployment) -> None:
+    """A sidecar in httpbin's namespace gets Istio's outbound shape over ADS (real traffic
+    through sidecars is e2e/test_mesh_sidecars.py's, in pods with iptables capture)."""
+    options = BootstrapOptions(
+        proxy_type="sidecar",
+        name="productpage-v1-123",
+        namespace="default",
+        labels={"app": "productpage"},
+        xds_address=world.pilotfish.xds_address,
+        admin_port=0,
+    )
+    httpbin = "outbound|8000||httpbin.default.svc.cluster.local"
+    with EnvoyProcess(render_bootstrap(options), name="sidecar") as sidecar:
+        sidecar.wait_ready()  # LIVE: its initial CDS and LDS arrived
+        assert {httpbin, "PassthroughCluster", "BlackHoleCluster"} <= set(
+            sidecar.dynamic_clusters()
+        )
+        # httpbin's port: a listener that binds nothing (virtualOutbound hands it
+        # connections), its routes over RDS `8000`.
+        wait_until(
+            lambda: (
+                "0.0.0.0_8000" in sidecar.dynamic_listeners()
+                and "8000" in sidecar.dynamic_route_configs()
+            ),
+            message="no 0.0.0.0_8000 listener and route configuration 8000",
+        )
+        routes = sidecar.dynamic_route_configs()["8000"].config
+        hosts = {v["name"]: v for v in routes["virtual_hosts"]}
+        assert set(hosts) == {"httpbin.default.svc.cluster.local:8000", "allow_any"}
+        assert "httpbin" in hosts["httpbin.default.svc.cluster.local:8000"]["domains"]
+
+
 def test_a_malformed_node_id_is_refused(world: Deployment) -> None:
     async def connect() -> grpc.aio.AioRpcError:
         async with grpc.aio.insecure_channel(world.pilotfish.xds_address) as channel:
