@@ -10,7 +10,8 @@ translation never reads (DESIGN.md: the shape key). A proxy's IP is read when:
 - it is a sidecar with an IPv6 address: its inbound clusters bind to `::6`, not
   127.0.0.6 (the family follows the pod's).
 Everything else of a sidecar's inbound side is the same for every pod of a workload: it
-sends to the original destination, whatever that pod's IP.
+sends to the original destination, whatever that pod's IP; its outbound side never reads
+the IP (sidecar/outbound.py).
 """
 
 from __future__ import annotations
