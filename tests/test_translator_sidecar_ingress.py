@@ -119,7 +119,11 @@ def test_capture_mode_none_is_a_listener_of_its_own() -> None:
     out, problems = translate(config)
     assert problems == []
     assert port_chains(out) == []  # nothing of them in virtualInbound
-    bound = {li.name: li for li in out.listeners if li.name != "virtualInbound"}
+    bound = {
+        li.name: li
+        for li in out.listeners
+        if li.name not in ("virtualInbound", "virtualOutbound")  # the outbound half's
+    }
     assert sorted(bound) == ["10.1.0.7_9443", "127.0.0.1_9080"]
     tcp = bound["10.1.0.7_9443"]
     assert (tcp.address, tcp.port, tcp.bind_to_port, tcp.use_original_dst) == (
