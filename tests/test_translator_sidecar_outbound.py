@@ -526,3 +526,103 @@ endpoints: [{addresses: [10.1.0.5]}, {addresses: [10.1.0.41]}]
     one = translate(config, sidecar(ip="10.1.0.5", name="app-0"))
     other = translate(config, sidecar(ip="10.1.0.41", name="app-1"))
     assert one == replace(other)
+
+
+# --- finer points -----------------------------------------------------------------------
+
+
+def test_the_most_specific_virtual_service_host_takes_a_service() -> None:
+    wide = istio(
+        "VirtualService",
+        "wide",
+        "shop",
+        "{hosts: ['*.shop.svc.cluster.local'], http: [{route: [{destination: {host: ratings}}]}]}",
+    )
+    exact = istio(
+        "VirtualService",
+        "exact",
+        "shop",
+        "{hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v1}}]}]}",
+    )
+    config = config_of(
+        service("reviews", 9080, "10.96.0.1"), service("details", 9080, "10.96.0.3"), wide, exact
+    )
+    t = translate(config, sidecar())
+    reviews = vhost(t, "9080", "reviews.shop.svc.cluster.local:9080").routes
+    assert [subset(r.clusters[0].cluster) for r in reviews] == ["v1"]
+    details = vhost(t, "9080", "details.shop.svc.cluster.local:9080").routes
+    assert details[0].clusters[0].cluster == "outbound|9080||ratings.shop.svc.cluster.local"
+
+
+def test_tcp_rules_on_destination_subnets_come_before_the_service_default() -> None:
+    vs = istio(
+        "VirtualService",
+        "db",
+        "shop",
+        "{hosts: [db], tcp: [{match: [{destinationSubnets: [10.96.0.0/16]}], "
+        "route: [{destination: {host: db, subset: near}}]}]}",
+    )
+    entry = istio(
+        "ServiceEntry",
+        "db",
+        "shop",
+        "{hosts: [db.shop.svc.cluster.local], addresses: [10.0.0.0/8], "
+        "ports: [{number: 5432, name: tcp, protocol: TCP}], resolution: DNS}",
+    )
+    t = translate(config_of(entry, vs), sidecar())
+    port = listener(t, "0.0.0.0_5432")
+    ranges = [c.match.prefix_ranges for c in port.chains]
+    assert ranges == [(ir.CidrRange("10.96.0.0", 16),), (ir.CidrRange("10.0.0.0", 8),)]
+    assert [subset(tcp_targets(c)[0]) for c in port.chains] == ["near", ""]
+
+
+def test_mongodb_shares_its_port_with_nothing() -> None:
+    mongo = istio(
+        "ServiceEntry",
+        "mongo",
+        "shop",
+        "{hosts: [mongo.example.com], ports: [{number: 27017, name: mongo, protocol: MONGO}], "
+        "resolution: DNS}",
+    )
+    web = service("odd", 27017, port_name="http")  # no cluster IP: the wildcard listener
+    t = translate(config_of(mongo, web), sidecar())
+    (chain,) = listener(t, "0.0.0.0_27017").chains
+    assert tcp_targets(chain) == ["outbound|27017||mongo.example.com"]
+    assert any(m.startswith("Service/odd spec.ports[0]: port 27017") for m in messages(t))
+
+
+def test_a_virtual_services_destination_brings_only_the_ports_it_routes_to() -> None:
+    two_ports = """\
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: shop}
+spec:
+  clusterIP: 10.96.0.2
+  ports: [{name: http, port: 9080}, {name: grpc, port: 9090}]
+"""
+    routed = istio(
+        "VirtualService",
+        "reviews",
+        "shop",
+        "{hosts: [reviews], http: [{route: [{destination: {host: ratings, port: {number: 9090}}}]}]}",
+    )
+    config = config_of(SCOPED, routed, service("reviews", 9080, "10.96.0.1"), two_ports)
+    outbound = {n for n in clusters(translate(config, sidecar())) if n.startswith("outbound|")}
+    assert outbound == {REVIEWS, "outbound|9090||ratings.shop.svc.cluster.local"}
+
+
+def test_egress_listeners_pilotfish_cannot_serve_are_reported() -> None:
+    odd = istio(
+        "Sidecar",
+        "default",
+        "shop",
+        "{egress: [{port: {number: 3128, protocol: HTTP_PROXY, name: proxy}, hosts: [./*]}, "
+        "{bind: 'unix:///var/run/app.sock', hosts: [./*]}]}",
+    )
+    t = translate(config_of(odd, service("reviews", 9080, "10.96.0.1")), sidecar())
+    assert {m.split(":")[0] for m in messages(t)} >= {
+        "Sidecar/default spec.egress[0].port.protocol",
+        "Sidecar/default spec.egress[1].bind",
+    }
+    outbound = {li.name for li in t.config.listeners if li.traffic_direction == "OUTBOUND"}
+    assert outbound == {"virtualOutbound"}

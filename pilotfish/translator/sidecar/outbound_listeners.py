@@ -281,7 +281,8 @@ def _tcp(
         cidrs=opts.cidrs,
         no_address=bind == WILDCARD and not opts.cidrs,
     )
-    return tcp_chains(target, view.virtual_services, ctx, registry, diag)
+    configs = view.index.naming(opts.service.hostname)
+    return tcp_chains(target, configs, ctx, registry, diag)
 
 
 def _http_chain(opts: _Opts, bind: str, kind: Kind, out: _Listeners) -> ir.HttpFilterChain:

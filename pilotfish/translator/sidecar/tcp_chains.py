@@ -16,7 +16,7 @@ proxy's, its `port` is the listener's and its `sourceNamespace` the proxy's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -26,7 +26,6 @@ from pilotfish.model.references import MESH, resolve_gateway_ref
 from pilotfish.translator import ir
 from pilotfish.translator.cluster_names import ClusterName
 from pilotfish.translator.diagnostics import Diagnostics
-from pilotfish.translator.hosts import fqdn, intersect
 from pilotfish.translator.registry import RegistryService, ServiceRegistry
 from pilotfish.translator.sidecar.addresses import cidr_range
 from pilotfish.translator.tcp_routes import TcpRoute, route_to
@@ -55,20 +54,15 @@ class MeshContext:
 
 def tcp_chains(
     target: ChainTarget,
-    virtual_services: Sequence[IstioObject],
+    configs: list[IstioObject],
     ctx: MeshContext,
     registry: ServiceRegistry,
     diag: Diagnostics,
 ) -> list[ir.TcpFilterChain]:
-    configs = [vs for vs in virtual_services if _for_host(vs, target.service.hostname)]
+    """`configs`: the mesh VirtualServices with a host naming the service, oldest first."""
     if target.protocol in TLS_PROTOCOLS:
         return _tls_chains(target, configs, ctx, registry, diag)
     return _tcp_chains(target, configs, ctx, registry, diag)
-
-
-def _for_host(vs: IstioObject, hostname: str) -> bool:
-    spec = cast(vs_pb.VirtualService, vs.spec)
-    return any(intersect(fqdn(h, vs.meta.namespace), hostname) for h in spec.hosts)
 
 
 def applies(match: Match, vs: IstioObject, port: int, ctx: MeshContext) -> bool:

@@ -16,7 +16,7 @@ first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import cast
 
@@ -24,7 +24,7 @@ from pilotfish.api.networking.v1alpha3 import virtual_service_pb2 as vs_pb
 from pilotfish.model.configset import ConfigSet
 from pilotfish.model.objects import IstioObject
 from pilotfish.model.references import MESH, gateway_refs
-from pilotfish.translator.hosts import fqdn
+from pilotfish.translator.hosts import fqdn, intersect, is_wildcard, matches
 from pilotfish.translator.proxy import Proxy
 from pilotfish.translator.registry import RegistryService, ServiceRegistry
 from pilotfish.translator.sidecar_scope import EgressScope, SidecarScope
@@ -34,12 +34,43 @@ ALL_PORTS = 0  # a VirtualService destination without a port depends on every po
 
 
 @dataclass(frozen=True)
+class HostIndex:
+    """VirtualServices by host, to find those naming a service without scanning them all
+    for every service port (a sidecar of a large mesh has thousands of each)."""
+
+    virtual_services: tuple[IstioObject, ...]
+    exact: Mapping[str, tuple[int, ...]]  # host -> positions in virtual_services
+    wildcards: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def of(cls, virtual_services: tuple[IstioObject, ...]) -> HostIndex:
+        exact: dict[str, list[int]] = {}
+        wildcards: list[tuple[str, int]] = []
+        for i, vs in enumerate(virtual_services):
+            for host in {fqdn(h, vs.meta.namespace) for h in _spec(vs).hosts}:
+                if is_wildcard(host):
+                    wildcards.append((host, i))
+                else:
+                    exact.setdefault(host, []).append(i)
+        return cls(virtual_services, {h: tuple(v) for h, v in exact.items()}, tuple(wildcards))
+
+    def naming(self, hostname: str) -> list[IstioObject]:
+        """The VirtualServices with a host that overlaps `hostname`, oldest first."""
+        found = set(self.exact.get(hostname, ()))
+        found.update(i for h, i in self.wildcards if intersect(h, hostname))
+        if is_wildcard(hostname):  # a wildcard ServiceEntry host covers exact ones too
+            found.update(i for h, ids in self.exact.items() if matches(hostname, h) for i in ids)
+        return [self.virtual_services[i] for i in sorted(found)]
+
+
+@dataclass(frozen=True)
 class EgressView:
     """One egress listener of the proxy's Sidecar (or the implied `*/*` one)."""
 
     egress: EgressScope
     services: tuple[RegistryService, ...]
     virtual_services: tuple[IstioObject, ...]
+    index: HostIndex
 
 
 @dataclass(frozen=True)
@@ -102,7 +133,7 @@ def _egress_view(
             vs.meta.namespace, [fqdn(h, vs.meta.namespace) for h in _spec(vs).hosts]
         )
     )
-    return EgressView(egress, tuple(imported), chosen)
+    return EgressView(egress, tuple(imported), chosen, HostIndex.of(chosen))
 
 
 def _cluster_services(
