@@ -4,7 +4,8 @@ The YAML is the walkthrough's, with one addition: the "external" edition.cnn.com
 local echo server, so the ServiceEntry (resolution DNS, as in the walkthrough) lists one
 endpoint, `localhost` (a name Envoy resolves, to loopback), on the echo server's port.
 The egress gateway's Service maps port 80 to a free port, as Istio's maps 80 -> 8080.
-The sidecar half (rule 1, `gateways: [mesh]`) comes with sidecar translation.
+The sidecar half (rule 1, `gateways: [mesh]`) is in e2e/test_mesh_sidecars.py, pod to
+sidecar to egress gateway to the external host.
 """
 
 from __future__ import annotations

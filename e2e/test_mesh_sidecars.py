@@ -13,16 +13,19 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+import yaml
 
+from pilotfish.bootstrap import render_bootstrap
 from testsupport import bookinfo
 from testsupport.envoy import EnvoyProcess
 from testsupport.http import Response, request
-from testsupport.mesh import MeshWorld, Pod
+from testsupport.mesh import REPO_ROOT, MeshWorld, Pod, ServicePort
 from testsupport.wait import wait_until
 
 NAMESPACE = "bookinfo"
 REVIEWS = f"reviews.{NAMESPACE}.svc.cluster.local"
 EXTERNAL_HOST = "api.partner.example"
+EXAMPLES = REPO_ROOT / "examples" / "egress-gateway"
 
 
 @dataclass
@@ -244,3 +247,47 @@ def test_capture_mode_none_serves_a_workload_without_iptables(world: World) -> N
     reply = wait_until(lambda: answered(through_loopback(), 200), timeout=15, ignore=(OSError,))
     assert reply.json()["version"] == "v2"  # the mesh VirtualService applies here too
     assert sidecar.stat(f"cluster.outbound|9080|v2|{REVIEWS}.upstream_rq_total") >= 1
+
+
+def test_the_egress_gateway_walkthrough_end_to_end(world: World) -> None:
+    """Istio's egress gateway walkthrough, its YAML unchanged (examples/egress-gateway):
+    a pod of `default` calls edition.cnn.com; its sidecar sends it to the egress
+    gateway's `cnn` subset (the `mesh` rule), the egress gateway, a router Envoy in a pod
+    of its own, to the "external" host (the `istio-egressgateway` rule). The external
+    host is a pod outside the mesh answering on port 80, its name in every hosts file."""
+    mesh = world.mesh
+    cnn = mesh.add_pod("cnn", "outside", {"app": "cnn"}, capture=False)
+    ready = cnn.directory / "cnn.ready"
+    argv = bookinfo.app_command(bookinfo.Workload("cnn", "v1"), cnn, ready)
+    server = cnn.spawn([*argv, "--port=80"], "cnn")
+    wait_until(ready.exists, timeout=15, message=lambda: f"cnn did not start: {server.log_tail()}")
+    mesh.add_host("edition.cnn.com", cnn.ip)
+    gateway_pod = mesh.add_pod(
+        "egressgateway", "istio-system", {"istio": "egressgateway"}, capture=False
+    )
+    mesh.add_service(
+        "istio-egressgateway",
+        "istio-system",
+        [ServicePort(80, "http2", target_port=8080), ServicePort(443, "https", target_port=8443)],
+        {"istio": "egressgateway"},
+    )
+    client = mesh.add_pod("curl", "default", {"app": "curl"})
+    mesh.write_registry()
+    walkthrough = list(yaml.safe_load_all((EXAMPLES / "walkthrough.yaml").read_text()))
+    mesh.write_config("egress-walkthrough.yaml", walkthrough)
+    gateway = gateway_pod.start_sidecar(
+        render_bootstrap(gateway_pod.bootstrap_options(proxy_type="router"))
+    )
+    sidecar = client.start_sidecar()
+    gateway.wait_ready()
+    sidecar.wait_ready()
+
+    def through_the_gateway() -> Response | None:
+        reply = client.request("http://edition.cnn.com/politics")
+        return reply if reply.status == 200 and reply.json()["service"] == "cnn" else None
+
+    reply = wait_until(through_the_gateway, timeout=20, ignore=(OSError,))
+    assert reply.json()["path"] == "/politics"
+    to_gateway = "cluster.outbound|80|cnn|istio-egressgateway.istio-system.svc.cluster.local"
+    assert sidecar.stat(f"{to_gateway}.upstream_rq_total") >= 1
+    assert gateway.stat("cluster.outbound|80||edition.cnn.com.upstream_rq_total") >= 1
