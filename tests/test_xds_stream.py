@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from pilotfish.xds import types
 from pilotfish.xds.ads import AdsServer
 from pilotfish.xds.cache import SnapshotCache
-from pilotfish.xds.stream import Ack, Send, StreamProtocol, Unsupported
+from pilotfish.xds.stream import Ack, Send, Stale, StreamProtocol, Unsupported
 from tests.test_xds_fixtures import CLUSTER_NAME, SIDECAR, run, snapshot
 
 CDS, EDS, LDS, RDS = types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE
@@ -47,6 +47,19 @@ def test_a_request_never_overtakes_a_pending_push() -> None:
     assert isinstance(events[0], Ack)
     assert sends(events) == ["cds", "rds"]
     assert proto.on_snapshot(second) == []  # the wake-up that follows finds nothing new
+
+
+def test_a_request_without_nonce_after_a_response_is_stale() -> None:
+    # Sent before the client saw our response: its names may be older than what the
+    # client has since (taking them would forget resources it holds).
+    cache = SnapshotCache()
+    proto = StreamProtocol(base_pb2.Node(id=SIDECAR))
+    current = cache.set_snapshot(SIDECAR, snapshot(extra_clusters=["b"]))
+    [eds] = proto.on_request(request(EDS, CLUSTER_NAME, "b"), current)
+    assert isinstance(eds, Send)
+    [stale] = proto.on_request(request(EDS, CLUSTER_NAME), current)
+    assert isinstance(stale, Stale) and stale.nonce == ""
+    assert proto.types[EDS].names == {CLUSTER_NAME, "b"}
 
 
 def test_named_types_never_get_an_empty_response() -> None:

@@ -141,11 +141,13 @@ class StreamProtocol:
         if state is None:
             return [Unsupported(type_url)]
         nonce = str(request.response_nonce)
-        # Stale: it answers a response we have since superseded. Its names are stale too;
-        # the request answering the latest response carries the client's full current set.
+        # Stale: it answers a response we have since superseded, or (no nonce) was sent
+        # before the client saw any response of ours. Its names are stale too: the request
+        # answering the latest response carries the client's full current set (taking an
+        # old set would forget resources the client has, and clusters routes still use).
         # A nonce while we sent nothing of this type comes from an earlier stream: a
         # reconnecting client's first request, to be answered.
-        if nonce and state.sent_nonce is not None and nonce != state.sent_nonce:
+        if state.sent_nonce is not None and nonce != state.sent_nonce:
             return [Stale(type_url, nonce, state.sent_nonce)]
 
         events: list[Event] = []
