@@ -5,9 +5,10 @@ examples/httpbin-gateway, xDS on 127.0.0.1:0) and starts a *separate* client pro
 (so client CPU does not count against the server's loop) that opens N concurrent ADS
 streams at once with grpc.aio, one TCP connection each, every one a distinct gateway
 proxy (router node id, LABELS istio=ingressgateway, NAMESPACE istio-system). Each client
-does what Envoy does: wildcard CDS and LDS, then EDS/RDS for the names those carry,
-ACKing every response; a stream the server ends with an error is counted and reopened
-after a short back-off. Measured, from the server's own sync status:
+does what Envoy does: wildcard CDS, EDS for its clusters, then (clusters warm) wildcard
+LDS and RDS for the names it carries, ACKing every response; a stream the server ends
+with an error is counted and reopened after a short back-off. Measured, from the
+server's own sync status:
 
 - time until all N proxies are SYNCED on CDS, EDS, LDS and RDS (from the first connect);
 - server RSS growth (VmRSS) per connected proxy;
@@ -128,7 +129,8 @@ async def one_stream(channel: Any, i: int, stats: ClientStats, stop: asyncio.Eve
     stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
     call = stub.StreamAggregatedResources(requests())
     out.put_nowait(DiscoveryRequest(node=node, type_url=CLUSTER))  # node on the first only
-    out.put_nowait(DiscoveryRequest(type_url=LISTENER))
+    # Envoy asks for listeners only once its first clusters are warm (got their EDS).
+    listeners_asked = False
     closer = asyncio.create_task(stop.wait())
     closer.add_done_callback(lambda _: out.put_nowait(None))  # half-close: a clean end
     try:
@@ -147,6 +149,10 @@ async def one_stream(channel: Any, i: int, stats: ClientStats, stop: asyncio.Eve
                     out.put_nowait(request(dependent))
             last[type_url] = (response.version_info, response.nonce)
             out.put_nowait(request(type_url))
+            warm = type_url == ENDPOINT or (type_url == CLUSTER and not names[ENDPOINT])
+            if warm and not listeners_asked:
+                listeners_asked = True
+                out.put_nowait(request(LISTENER))
     finally:
         closer.cancel()
 
