@@ -63,6 +63,7 @@ class GatewayWorld:
         self.config_dir = config_dir
         self.gateway_port = gateway_port
         self.envoy: EnvoyProcess
+        self.pilotfish: InProcessPilotfish
 
     def write(self, name: str, docs: list[dict[str, Any]]) -> None:
         (self.config_dir / name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
@@ -105,6 +106,7 @@ def gateway_world(
     for file_name, docs in files.items():
         world.write(file_name, docs)
     with InProcessPilotfish(config_dir) as pilotfish:
+        world.pilotfish = pilotfish
         options = BootstrapOptions(
             proxy_type="router",
             name=f"{name}-0",

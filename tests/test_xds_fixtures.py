@@ -18,6 +18,7 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
@@ -177,6 +178,54 @@ def routes(name: str, cluster: str, prefix: str = "/") -> Any:
                         route=route_components_pb2.RouteAction(cluster=cluster),
                     )
                 ],
+            )
+        ],
+    )
+
+
+def split_routes(name: str, weights: dict[str, int], mirror: str = "") -> Any:
+    """A route configuration splitting traffic over clusters (weighted_clusters)."""
+    action = route_components_pb2.RouteAction(
+        weighted_clusters=route_components_pb2.WeightedCluster(
+            clusters=[
+                route_components_pb2.WeightedCluster.ClusterWeight(name=c, weight={"value": w})
+                for c, w in weights.items()
+            ]
+        )
+    )
+    if mirror:
+        action.request_mirror_policies.add(cluster=mirror)
+    return route_pb2.RouteConfiguration(
+        name=name,
+        virtual_hosts=[
+            route_components_pb2.VirtualHost(
+                name="all",
+                domains=["*"],
+                routes=[
+                    route_components_pb2.Route(
+                        match=route_components_pb2.RouteMatch(prefix="/"), route=action
+                    )
+                ],
+            )
+        ],
+    )
+
+
+def tcp_listener(name: str, port: int, cluster: str) -> Any:
+    """A listener whose one chain proxies TCP to ``cluster`` (no RDS)."""
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=cluster)
+    return listener_pb2.Listener(
+        name=name,
+        address=address_pb2.Address(
+            socket_address=address_pb2.SocketAddress(address="0.0.0.0", port_value=port)
+        ),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(
+                        name="envoy.filters.network.tcp_proxy", typed_config=_pack(proxy)
+                    )
+                ]
             )
         ],
     )

@@ -38,9 +38,10 @@ def test_a_request_never_overtakes_a_pending_push() -> None:
     proto = StreamProtocol(base_pb2.Node(id=SIDECAR))
     first = cache.set_snapshot(SIDECAR, snapshot())
     [cds] = proto.on_request(request(CDS), first)
-    [rds] = proto.on_request(request(RDS, "http.8080"), first)
-    assert isinstance(cds, Send) and isinstance(rds, Send)
+    assert isinstance(cds, Send)
     proto.on_request(request(CDS, sent=cds), first)
+    [rds] = proto.on_request(request(RDS, "http.8080"), first)
+    assert isinstance(rds, Send)
 
     second = cache.set_snapshot(SIDECAR, snapshot(cluster_timeout=9, prefix="/new"))
     events = proto.on_request(request(RDS, "http.8080", sent=rds), second)

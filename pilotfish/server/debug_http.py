@@ -2,7 +2,8 @@
 
 GET /healthz/ready          200 once the first config is loaded and xDS is serving
 GET /metrics                Prometheus text
-GET /debug/syncz            per proxy and type: sent, acked, NACKed (istioctl proxy-status)
+GET /debug/syncz            per proxy and type: sent, acked, NACKed (istioctl proxy-status);
+                            per proxy: routes held back and clusters kept (push ordering)
 GET /debug/config_dump?proxy=<node id>   what that proxy is being served (secrets redacted)
 GET /debug/config_status    every config problem in force, located by file and field
 """

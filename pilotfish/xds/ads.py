@@ -28,7 +28,18 @@ from envoy.service.discovery.v3 import discovery_pb2
 from pilotfish.xds import metrics
 from pilotfish.xds.cache import SnapshotCache
 from pilotfish.xds.status import ProxySyncStatus
-from pilotfish.xds.stream import Ack, Event, Nack, Send, Stale, StreamProtocol, Unsupported
+from pilotfish.xds.stream import (
+    Ack,
+    Event,
+    Held,
+    Kept,
+    Nack,
+    Released,
+    Send,
+    Stale,
+    StreamProtocol,
+    Unsupported,
+)
 from pilotfish.xds.types import short_name
 
 _log = structlog.get_logger()
@@ -171,6 +182,8 @@ class AdsServer:
                 connection_id=s.connection_id,
                 connected_since=s.connected_since,
                 types=s.protocol.sync_status(),
+                held=s.protocol.held(),
+                kept=s.protocol.kept(),
             )
             for s in sorted(self._streams.values(), key=lambda s: (s.node.id, s.connected_since))
         ]
@@ -252,6 +265,24 @@ class AdsServer:
                 )
             case Unsupported():
                 log.debug("xds.unsupported_type", type_url=event.type_url)
+            case Held():
+                log.info(
+                    "xds.hold",
+                    type=short_name(event.type_url),
+                    name=event.name,
+                    waiting_for=list(event.waiting_for),
+                    proxy_runs="previous version" if event.previous else "nothing yet",
+                )
+            case Kept():
+                log.info("xds.keep", type="cds", name=event.name, until_acked=list(event.used_by))
+            case Released():
+                held_ms = (self._clock() - event.since).total_seconds() * 1000
+                log.info(
+                    "xds.release",
+                    type=short_name(event.type_url),
+                    name=event.name,
+                    held_ms=round(held_ms, 1),
+                )
 
     async def _read(
         self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], stream: _Stream

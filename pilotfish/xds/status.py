@@ -19,6 +19,9 @@ from pilotfish.xds import types
 class SyncStatus(enum.StrEnum):
     SYNCED = "SYNCED"  # the proxy ACKed the version last sent
     STALE = "STALE"  # sent, no ACK yet (or the ACK is for an older version)
+    # The proxy ACKed what was sent, but part of the snapshot is held back for push order
+    # (a route waiting for its cluster to warm, a cluster kept until no route uses it).
+    HELD = "HELD"
     NOT_SENT = "NOT SENT"  # nothing of this type sent on this stream
     ERROR = "ERROR"  # the proxy NACKed the last response
 
@@ -64,6 +67,43 @@ class TypeSyncStatus:
 
 
 @dataclass(frozen=True)
+class HeldResource:
+    """A route configuration or listener whose new version waits for clusters to warm."""
+
+    type_url: str
+    name: str
+    waiting_for: tuple[str, ...]  # clusters the proxy has not ACKed in CDS yet
+    since: datetime
+    # The proxy keeps running its previous version; False: it has none yet (not sent).
+    previous: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": types.short_name(self.type_url),
+            "name": self.name,
+            "waiting_for": list(self.waiting_for),
+            "since": self.since.isoformat(),
+            "proxy_runs": "previous version" if self.previous else "nothing yet",
+        }
+
+
+@dataclass(frozen=True)
+class KeptCluster:
+    """A cluster the snapshot dropped, still sent while the proxy may route to it."""
+
+    name: str
+    used_by: tuple[str, ...]  # "rds/<name>", "lds/<name>": versions not yet ACKed away
+    since: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "until_acked": list(self.used_by),
+            "since": self.since.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
 class ProxySyncStatus:
     """One ADS stream. A proxy that reconnected shows up once per live stream."""
 
@@ -71,6 +111,9 @@ class ProxySyncStatus:
     connection_id: str
     connected_since: datetime
     types: Mapping[str, TypeSyncStatus]  # by type URL, in PUSH_ORDER
+    # Push ordering in progress (ordering.py): what the proxy does not get yet, and why.
+    held: tuple[HeldResource, ...] = ()
+    kept: tuple[KeptCluster, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +121,8 @@ class ProxySyncStatus:
             "connection_id": self.connection_id,
             "connected_since": self.connected_since.isoformat(),
             "types": {types.short_name(t): s.to_json() for t, s in self.types.items()},
+            "held": [h.to_json() for h in self.held],
+            "kept": [k.to_json() for k in self.kept],
         }
 
     def to_json(self) -> str:

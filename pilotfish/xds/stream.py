@@ -4,23 +4,33 @@
 responses to send, ACKs, NACKs and stale requests to record. The gRPC servicer
 (``ads.py``) feeds it, writes the responses in order and logs; the rules themselves
 (Envoy's ``api/xds_protocol``) live here, each one next to the code that keeps it.
+Push ordering between clusters and the routes using them (``ordering.py``) is applied
+per stream: what this stream's proxy has ACKed decides what it may be sent next.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
-from pilotfish.xds import types
+from pilotfish.xds import ordering, types
 from pilotfish.xds.cache import VersionedSnapshot
-from pilotfish.xds.status import NackInfo, SyncStatus, TypeSyncStatus
+from pilotfish.xds.snapshot import Entry, Snapshot
+from pilotfish.xds.status import (
+    HeldResource,
+    KeptCluster,
+    NackInfo,
+    SyncStatus,
+    TypeSyncStatus,
+)
 
 CONTROL_PLANE_ID = "pilotfish"
 
@@ -64,7 +74,34 @@ class Unsupported:
     type_url: str
 
 
-Event = Send | Ack | Nack | Stale | Unsupported
+@dataclass(frozen=True)
+class Held:
+    """A route configuration or listener starts waiting for clusters to warm."""
+
+    type_url: str
+    name: str
+    waiting_for: tuple[str, ...]
+    previous: bool  # the proxy keeps its previous version meanwhile
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A cluster the snapshot dropped stays until the proxy stops routing to it."""
+
+    name: str
+    used_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Released:
+    """A hold or keep ended: the resource went out (or away), or is no longer wanted."""
+
+    type_url: str
+    name: str
+    since: datetime
+
+
+Event = Send | Ack | Nack | Stale | Unsupported | Held | Kept | Released
 
 
 @dataclass
@@ -77,8 +114,8 @@ class TypeState:
     names: frozenset[str] = frozenset()
     sent_version: str | None = None
     sent_nonce: str | None = None
-    # name -> content hash of what the last response carried; None before the first.
-    sent_content: Mapping[str, str] | None = None
+    # name -> what the last response carried; None before the first.
+    sent_content: Mapping[str, Entry] | None = None
     # The client answered sent_nonce (ACK or NACK). Envoy keeps sending that nonce on
     # later subscription changes without error_detail; those are not ACKs.
     nonce_answered: bool = False
@@ -95,16 +132,31 @@ class TypeState:
     # after our last response: Envoy re-created clusters/listeners that stay warming
     # until they get this type again, so answer the next request even if unchanged.
     armed: bool = False
+    # What the proxy has once it applied every response sent: the last one for wildcard
+    # types; for the others each name still subscribed, as last sent (absence keeps).
+    have: dict[str, Entry] = field(default_factory=dict)
+    # Routing types: the versions of each resource the proxy may run, the ACKed one and
+    # every one sent since (a NACKed response may be applied in part). No cluster one of
+    # them routes to is removed from under it.
+    in_use: dict[str, tuple[Entry, ...]] = field(default_factory=dict)
+    # Push ordering now: resources held back (routing types), clusters kept (CDS).
+    held: dict[str, HeldResource] = field(default_factory=dict)
+    kept: dict[str, KeptCluster] = field(default_factory=dict)
+    # What the proxy should have now is not the snapshot's (held, kept, or the endpoints
+    # of a kept cluster): responses carry a version of their own, the status says HELD.
+    deviates: bool = False
 
     def status(self) -> TypeSyncStatus:
         if self.sent_version is None:
             status = SyncStatus.NOT_SENT
         elif self.nack is not None and self.nack.nonce == self.sent_nonce:
             status = SyncStatus.ERROR
-        elif self.acked_version == self.sent_version:
-            status = SyncStatus.SYNCED
-        else:
+        elif self.acked_version != self.sent_version:
             status = SyncStatus.STALE
+        elif self.deviates:
+            status = SyncStatus.HELD
+        else:
+            status = SyncStatus.SYNCED
         return TypeSyncStatus(
             type_url=self.type_url,
             sent=self.sent_version,
@@ -129,6 +181,12 @@ class StreamProtocol:
         self._clock = clock
         self.types: dict[str, TypeState] = {t: TypeState(t) for t in types.PUSH_ORDER}
         self._generation = 0  # of the last snapshot pushed
+        # Clusters the proxy has warm, as far as its answers tell: those of the last CDS
+        # response it ACKed (Envoy ACKs CDS only once what it added is warm), less any a
+        # later response removed. Routes wait for clusters not in here.
+        self.ready: frozenset[str] = frozenset()
+        self._cds_acked = False  # any CDS ACK on this stream yet
+        self._pending: tuple[Snapshot, frozenset[str], frozenset[str]] | None = None
         self._nonces = itertools.count(1)
         # Random per stream, so a nonce from an earlier stream never matches by chance.
         self._nonce_salt = secrets.token_hex(4)
@@ -167,9 +225,11 @@ class StreamProtocol:
                 )
                 state.nack = info
                 state.nacks += 1
+                self._nacked(state)
                 events.append(Nack(type_url, info))
             else:
                 state.acked_version = state.sent_version
+                self._acked(state)
                 events.append(Ack(type_url, state.sent_version, nonce))
 
         requested = frozenset(request.resource_names)
@@ -186,17 +246,21 @@ class StreamProtocol:
         state.requested = True
         state.wildcard = wildcard
         state.names = names
+        if not wildcard:
+            # An unsubscribed name is dropped by the proxy: it routes nowhere through it.
+            for gone in [n for n in state.have if n not in names]:
+                del state.have[gone]
+                state.in_use.pop(gone, None)
 
         if current is None:
             return events  # no snapshot for this node yet: answered when one arrives
-        if current.generation > self._generation:
+        if current.generation > self._generation or self._ordering():
             # A newer snapshot not pushed yet: push it (in order, including this type)
             # rather than answer this type alone ahead of e.g. the clusters it needs.
+            # While pushes are ordered, any answer may release a hold or a kept cluster.
             events.extend(self._push(current, answering=type_url))
         else:
-            send = self._maybe_send(state, current, reason="request")
-            if send is not None:
-                events.append(send)
+            events.extend(self._maybe_send(state, current, reason="request"))
         return events
 
     def on_snapshot(self, current: VersionedSnapshot) -> list[Event]:
@@ -210,25 +274,152 @@ class StreamProtocol:
             state = self.types[type_url]
             if state.requested:
                 reason = "request" if type_url == answering else "push"
-                send = self._maybe_send(state, current, reason=reason)
-                if send is not None:
-                    events.append(send)
+                events.extend(self._maybe_send(state, current, reason=reason))
         return events
 
     def sync_status(self) -> dict[str, TypeSyncStatus]:
         return {t: s.status() for t, s in self.types.items()}
 
-    def _maybe_send(self, state: TypeState, current: VersionedSnapshot, reason: str) -> Send | None:
+    def held(self) -> tuple[HeldResource, ...]:
+        """Route configurations and listeners held back now, in push order then name."""
+        return tuple(h for s in self.types.values() for _, h in sorted(s.held.items()))
+
+    def kept(self) -> tuple[KeptCluster, ...]:
+        """Clusters kept for routes that may still use them, by name."""
+        return tuple(k for _, k in sorted(self.types[types.CLUSTER].kept.items()))
+
+    # --- push ordering -----------------------------------------------------------------
+
+    def _ordering(self) -> bool:
+        return any(s.held or s.kept for s in self.types.values())
+
+    def _acked(self, state: TypeState) -> None:
+        if state.type_url in ordering.ROUTING_TYPES:
+            # The proxy runs what it was last sent (for named types: what it still has).
+            state.in_use = {n: (e,) for n, e in state.have.items()}
+        elif state.type_url == types.CLUSTER:
+            self.ready = frozenset(state.have)
+            self._cds_acked = True
+
+    def _nacked(self, state: TypeState) -> None:
+        # After a NACK the proxy may run any mix of what it had and what it rejected, so
+        # in_use keeps both, and a cluster the rejected CDS added is not known warm: held
+        # routes stay held until a CDS ACK. Except before this stream's first CDS ACK:
+        # then Envoy is starting, and it asks for listeners only once whatever clusters it
+        # accepted are warm; holding would leave it with no routes at all.
+        if state.type_url == types.CLUSTER and not self._cds_acked:
+            self.ready = frozenset(state.have)
+
+    def _pending_clusters(self, snapshot: Snapshot) -> frozenset[str]:
+        if not self.types[types.CLUSTER].requested:
+            return frozenset()  # its clusters come from elsewhere: nothing to wait for
+        cached = self._pending
+        if cached is not None and cached[0] is snapshot and cached[1] is self.ready:
+            return cached[2]
+        pending = ordering.pending_clusters(snapshot.entries(types.CLUSTER), self.ready)
+        self._pending = (snapshot, self.ready, pending)
+        return pending
+
+    def _content(
+        self, state: TypeState, snapshot: Snapshot
+    ) -> tuple[dict[str, Entry] | None, list[Event]]:
+        """What this stream should have of the type now: the snapshot's resources it asked
+        for, in push order (held, kept). None: not even a first response may go yet."""
+        content, events, state.deviates = self._ordered_content(state, snapshot)
+        return content, events
+
+    def _ordered_content(
+        self, state: TypeState, snapshot: Snapshot
+    ) -> tuple[dict[str, Entry] | None, list[Event], bool]:
         type_url = state.type_url
-        snapshot = current.snapshot
+        desired: Mapping[str, Entry]
         if state.wildcard:
-            content = dict(snapshot.resource_hashes(type_url))
+            desired = snapshot.entries(type_url)
         else:
-            content = {
-                name: digest
+            desired = {
+                name: entry
                 for name in state.names
-                if (digest := snapshot.resource_hash(type_url, name)) is not None
+                if (entry := snapshot.entry(type_url, name)) is not None
             }
+        if type_url in ordering.ROUTING_TYPES:
+            pending = self._pending_clusters(snapshot)
+            if not pending and not state.held:
+                return dict(desired), [], False
+            content, held = ordering.hold_back(desired, state.have, pending)
+            events = self._track_held(state, held)
+            if (
+                type_url in types.WILDCARD_TYPES
+                and state.sent_content is None
+                and any(name not in content for name in held)
+            ):
+                # A first full state without a held listener would delete the one the
+                # proxy may have from an earlier stream: wait for the CDS ACK instead.
+                return None, events, True
+            return content, events, bool(held)
+        if type_url == types.CLUSTER:
+            removed = {n: e for n, e in state.have.items() if n not in desired}
+            if not removed and not state.kept:
+                return dict(desired), [], False
+            in_use = {t: self.types[t].in_use for t in ordering.ROUTING_TYPES}
+            endpoints_sent = self.types[types.ENDPOINT].have.keys()
+            kept = ordering.kept_clusters(removed, in_use, snapshot, endpoints_sent)
+            content = dict(desired)
+            content.update((name, state.have[name]) for name in kept)
+            return content, self._track_kept(state, kept), bool(kept)
+        if type_url == types.ENDPOINT and (kept_clusters := self.types[types.CLUSTER].kept):
+            # A kept cluster may be warming (it changed just before it was dropped): it
+            # keeps getting its last endpoints, or it would warm forever.
+            clusters = self.types[types.CLUSTER].have
+            content = dict(desired)
+            for name in ordering.kept_endpoints(clusters[c] for c in kept_clusters):
+                if name in state.names and name not in content and name in state.have:
+                    content[name] = state.have[name]
+            return content, [], len(content) > len(desired)
+        return dict(desired), [], False
+
+    def _track_held(self, state: TypeState, held: Mapping[str, frozenset[str]]) -> list[Event]:
+        events: list[Event] = []
+        now: datetime | None = None
+        current: dict[str, HeldResource] = {}
+        for name, waiting in held.items():
+            before = state.held.get(name)
+            previous = name in state.have
+            if before is None:
+                now = now or self._clock()
+                events.append(Held(state.type_url, name, tuple(sorted(waiting)), previous))
+            current[name] = HeldResource(
+                type_url=state.type_url,
+                name=name,
+                waiting_for=tuple(sorted(waiting)),
+                since=before.since if before else (now or self._clock()),
+                previous=previous,
+            )
+        for name, before in state.held.items():
+            if name not in current:
+                events.append(Released(state.type_url, name, before.since))
+        state.held = current
+        return events
+
+    def _track_kept(self, state: TypeState, kept: Mapping[str, tuple[str, ...]]) -> list[Event]:
+        events: list[Event] = []
+        current: dict[str, KeptCluster] = {}
+        for name, used_by in kept.items():
+            before = state.kept.get(name)
+            if before is None:
+                events.append(Kept(name, used_by))
+            since = before.since if before else self._clock()
+            current[name] = KeptCluster(name=name, used_by=used_by, since=since)
+        for name, before in state.kept.items():
+            if name not in current:
+                events.append(Released(state.type_url, name, before.since))
+        state.kept = current
+        return events
+
+    def _maybe_send(self, state: TypeState, current: VersionedSnapshot, reason: str) -> list[Event]:
+        type_url = state.type_url
+        content, events = self._content(state, current.snapshot)
+        if content is None:
+            return events
         # Compare what this stream would get, not the type's version: a new EDS version
         # caused by a cluster this proxy does not watch is not worth a response. After a
         # NACK, sent_content is the rejected content, so it is not sent again unchanged.
@@ -236,28 +427,35 @@ class StreamProtocol:
         if sent is None:
             changed = True
         elif type_url in types.WILDCARD_TYPES:
-            changed = content != sent  # full state: a removal is news too
+            # Full state: a removal is news too.
+            changed = sent.keys() != content.keys() or any(
+                sent[name].digest != entry.digest for name, entry in content.items()
+            )
         else:
             # Per name: a name dropped from the subscription or the snapshot needs no
             # response (absence deletes nothing in RDS/EDS/SDS).
-            changed = any(sent.get(name) != digest for name, digest in content.items())
+            changed = any(
+                (before := sent.get(name)) is None or before.digest != entry.digest
+                for name, entry in content.items()
+            )
         due = state.answer_pending or changed or not state.added_names.isdisjoint(content)
         if not due:
-            return None
+            return events
         if not content and type_url not in types.WILDCARD_TYPES:
             # Absence means nothing for RDS/EDS/SDS; wait until a subscribed name exists.
-            return None
+            return events
         version = current.version(type_url)
+        if state.deviates:
+            # Not the snapshot's content: a version of its own, so an ACK of this one is
+            # never taken for an ACK of the snapshot's (and the same content, the same one).
+            version = f"{version}+held.{_content_digest(content)[:8]}"
         nonce = f"{next(self._nonces)}-{self._nonce_salt}"
         names = tuple(sorted(content))
         response = discovery_pb2.DiscoveryResponse(
             version_info=version,
             type_url=type_url,
             nonce=nonce,
-            resources=[
-                any_pb2.Any(type_url=type_url, value=snapshot.serialized(type_url, n))
-                for n in names
-            ],
+            resources=[any_pb2.Any(type_url=type_url, value=content[n].data) for n in names],
             control_plane=base_pb2.ControlPlane(identifier=CONTROL_PLANE_ID),
         )
         state.sent_version = version
@@ -267,7 +465,30 @@ class StreamProtocol:
         state.answer_pending = False
         state.added_names = frozenset()
         state.armed = False
+        if type_url in types.WILDCARD_TYPES:
+            state.have = dict(content)
+        else:
+            state.have.update(content)
+        if type_url in ordering.ROUTING_TYPES:
+            for name, entry in content.items():
+                versions = state.in_use.get(name, ())
+                if all(v.digest != entry.digest for v in versions):
+                    state.in_use[name] = (*versions, entry)
+        elif type_url == types.CLUSTER:
+            # A cluster this response removes is gone (and if re-added, warms anew).
+            self.ready = self.ready.intersection(content)
         for dependent, parent in types.DEPENDS_ON.items():
             if parent == type_url:
                 self.types[dependent].armed = True
-        return Send(type_url, version, nonce, names, response, reason)
+        events.append(Send(type_url, version, nonce, names, response, reason))
+        return events
+
+
+def _content_digest(content: Mapping[str, Entry]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(content):
+        h.update(name.encode())
+        h.update(b"\0")
+        h.update(content[name].digest.encode())
+        h.update(b"\0")
+    return h.hexdigest()
