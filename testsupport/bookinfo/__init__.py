@@ -30,6 +30,7 @@ class Workload:
     service: str
     version: str
     calls: tuple[str, ...] = ()  # app.py --call values: NAME[:TIMEOUT[:ATTEMPTS]]
+    options: tuple[str, ...] = ()  # more app.py arguments, e.g. ("--fail-every=2",)
 
     @property
     def name(self) -> str:
@@ -83,7 +84,7 @@ def app_command(workload: Workload, pod: Pod, ready_file: Path, status: int = 20
         f"--ready-file={ready_file}",
         f"--status={status}",
     ]
-    return argv + [f"--call={c}" for c in workload.calls]
+    return argv + [f"--call={c}" for c in workload.calls] + list(workload.options)
 
 
 def start_app(pod: Pod, workload: Workload, status: int = 200) -> None:

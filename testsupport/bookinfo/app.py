@@ -12,8 +12,13 @@ pod's /etc/hosts (``ip netns exec``), so calls go to cluster IPs and the sidecar
 
 ``--call NAME[:TIMEOUT[:ATTEMPTS]]`` names a service called: the sample's productpage
 gives details one try of 3 s and reviews two of 3 s; reviews gives ratings 10 s.
-``--status CODE`` makes every answer that status (a broken service). Standard library
-only, run by path, so it starts fast as any user.
+``--status CODE`` makes every answer that status (a broken service). A flaky service,
+for retries: ``--fail-first N`` answers ``--fail-status`` (503 by default, a status
+Envoy's retry policies retry) to the first N requests this process serves,
+``--fail-every K`` to request 1, K+1, 2K+1... (K=2: every other one, the first failing);
+requests are counted per process, in arrival order, and each answer carries its number
+(``request``). ``?sleep=S`` on any path holds the answer S seconds (a slow upstream, for
+circuit breaking). Standard library only, run by path, so it starts fast as any user.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import http.client
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 PORT = 9080
 # What the sample passes on from an incoming request to the calls it makes.
@@ -82,17 +89,22 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         app = self.server.app
+        number = self.server.count()
+        sleep = parse_qs(urlsplit(self.path).query).get("sleep")
+        if sleep:
+            time.sleep(float(sleep[0]))
         passed = {h: v for h in PROPAGATED if (v := self.headers.get(h)) is not None}
         body: dict[str, Any] = {
             "service": app.service,
             "version": app.version,
             "pod": app.pod,
             "path": self.path,
+            "request": number,
             "headers": passed,
             "calls": {c.service: call(c.service, passed, c.timeout, c.attempts) for c in app.calls},
         }
         data = json.dumps(body).encode()
-        self.send_response(app.status)
+        self.send_response(app.fail_status if self.server.fails(number) else app.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -108,7 +120,21 @@ class BookinfoServer(ThreadingHTTPServer):
 
     def __init__(self, app: argparse.Namespace) -> None:
         self.app = app
+        self._served = 0
+        self._lock = threading.Lock()
         super().__init__(("0.0.0.0", app.port), Handler)
+
+    def count(self) -> int:
+        """This request's number (1, 2, ...) among all this process has received."""
+        with self._lock:
+            self._served += 1
+            return self._served
+
+    def fails(self, number: int) -> bool:
+        """Whether request ``number`` gets the flaky answer."""
+        first: int = self.app.fail_first
+        every: int = self.app.fail_every
+        return number <= first or (every > 0 and (number - 1) % every == 0)
 
 
 def main() -> None:
@@ -119,6 +145,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=PORT)
     parser.add_argument("--call", dest="calls", type=Call.parse, action="append", default=[])
     parser.add_argument("--status", type=int, default=200)
+    parser.add_argument("--fail-first", type=int, default=0, metavar="N")
+    parser.add_argument("--fail-every", type=int, default=0, metavar="K")
+    parser.add_argument("--fail-status", type=int, default=503)
     parser.add_argument("--ready-file", type=Path)
     args = parser.parse_args()
     server = BookinfoServer(args)
