@@ -57,3 +57,4 @@ lint: install
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/translate_bench.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/xds_bench.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/sidecar_bench.py
