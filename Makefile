@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-packages demo test protos golden lint e2e unit bench
+.PHONY: install system-packages demo demo-mesh test protos golden lint e2e unit bench
 
 install: $(STAMP) system-packages
 
@@ -41,6 +41,10 @@ e2e: install
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pilotfish.demo
 
+# Bookinfo in pods with sidecars (network namespaces, iptables): needs root; says so if not.
+demo-mesh: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m demo.mesh
+
 # Regenerate pilotfish/api from protos/ (the generated code is committed).
 protos: install
 	$(BIN)/python -m pilotfish.api.generate
@@ -52,7 +56,7 @@ golden: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy pilotfish testsupport e2e tests/test_golden.py
+	$(BIN)/mypy pilotfish testsupport e2e demo tests/test_golden.py
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/translate_bench.py
