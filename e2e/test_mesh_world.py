@@ -106,6 +106,29 @@ def test_outbound_to_a_pod_ip_is_redirected_too(pods: Pods) -> None:
     assert report["original_dst"] == f"{pods.plain.ip}:{APP_PORT}"
 
 
+def test_cluster_ips_lead_to_a_pod_when_no_sidecar_takes_the_connection(
+    mesh: MeshWorld, pods: Pods
+) -> None:
+    # kube-proxy's job, done in each pod's nat OUTPUT after the capture rules.
+    mesh.write_registry()
+    target = f"{pods.service.cluster_ip}:{APP_PORT}"
+    # A pod without capture: straight to the Service's pod (there, into its sidecar).
+    report = pods.plain.probe((str(pods.service.cluster_ip), APP_PORT))
+    assert (report["label"], report["original_dst"]) == (
+        "server-sidecar",
+        f"{pods.server.ip}:{APP_PORT}",
+    )
+    # The proxy user in a sidecar pod (a passthrough): likewise.
+    as_proxy = probe_as(pods.client, target, uid=PROXY_UID)
+    assert (as_proxy["label"], as_proxy["original_dst"]) == (
+        "server-sidecar",
+        f"{pods.server.ip}:{APP_PORT}",
+    )
+    # The workload's own connection is still its sidecar's, to the cluster IP.
+    report = pods.client.probe((str(pods.service.cluster_ip), APP_PORT))
+    assert (report["label"], report["original_dst"]) == ("client-sidecar", target)
+
+
 def test_traffic_of_the_proxy_user_is_not_redirected(pods: Pods) -> None:
     target = f"{pods.plain.ip}:{APP_PORT}"
     as_proxy = probe_as(pods.client, target, uid=PROXY_UID)

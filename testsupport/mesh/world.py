@@ -6,8 +6,10 @@
   appears in the root namespace; pods reach each other's IPs through it, nothing else.
 - **Services**: cluster IPs from a second /24 that exist on no interface. Each pod routes
   that /24 out of ``eth0`` (the route only has to exist: the packet's destination is
-  rewritten by the pod's iptables before it leaves); a pod without capture cannot reach
-  a cluster IP, as in a cluster without kube-proxy.
+  rewritten by the pod's iptables before it leaves). What kube-proxy does is done in each
+  pod's nat OUTPUT chain, after the capture rules (kube_proxy.py): a connection to a
+  cluster IP that no sidecar took (a sidecar's passthrough, a pod without capture) goes
+  to one of the Service's pods; ``write_registry`` keeps those rules current.
 - **Names**: /etc/netns/<netns>/hosts, which ``ip netns exec`` shows as /etc/hosts: the
   pod's own name; ``<svc>``, for Services of the pod's namespace; ``<svc>.<ns>``,
   ``<svc>.<ns>.svc`` and ``<svc>.<ns>.svc.cluster.local`` for all; extra names (``add_host``).
@@ -41,7 +43,7 @@ from typing import IO, Any, Self
 
 import yaml
 
-from testsupport.mesh import manifests, netns
+from testsupport.mesh import kube_proxy, manifests, netns
 from testsupport.mesh.capture import PROXY_GID, PROXY_UID, install_capture
 from testsupport.mesh.pod import MeshError, Pod
 from testsupport.mesh.sweep import RUNS_DIR, remove_run, run_leftovers, run_prefix, sweep_leftovers
@@ -196,6 +198,7 @@ class MeshWorld:
         self._write_hosts()
         if capture:
             install_capture(ns)
+        kube_proxy.install_chain(ns)
         return pod
 
     def add_service(
@@ -268,6 +271,10 @@ class MeshWorld:
         return path
 
     def write_registry(self) -> Path:
+        """The registry for pilotfish, and kube-proxy's rules in every pod to match."""
+        rules = kube_proxy.service_rules(self.services.values(), list(self.pods.values()))
+        for pod in self.pods.values():
+            kube_proxy.program(pod.netns, rules)
         return self.write_config("registry.yaml", self.registry_manifests())
 
     @property
