@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from testsupport.envoy import EnvoyProcess
@@ -133,3 +133,33 @@ def deploy(
         for proxy in proxies.values():
             proxy.wait_ready()
     return Bookinfo(world, namespace, services, pods, proxies)
+
+
+def add_workload(
+    world: MeshWorld,
+    workload: Workload,
+    namespace: str = "default",
+    *,
+    port: int = PORT,
+    sidecar: bool = True,
+    service: bool = True,
+    capture: bool | None = None,
+    sidecar_args: Sequence[str] = (),
+) -> tuple[Pod, EnvoyProcess | None]:
+    """One more app.py workload beside the sample (a flaky service, a slow one, an
+    "external" server): its pod (captured when ``capture``, by default when ``sidecar``),
+    its Service on ``port`` (named ``http``) unless ``service`` is false, the registry
+    rewritten, its sidecar started (with Envoy options ``sidecar_args``) and ready."""
+    capture = sidecar if capture is None else capture
+    pod = world.add_pod(workload.name, namespace, workload.labels, capture=capture)
+    if service and (namespace, workload.service) not in world.services:
+        world.add_service(workload.service, namespace, [ServicePort(port, "http")])
+    start_app(pod, replace(workload, options=(*workload.options, f"--port={port}")))
+    world.write_registry()
+    if not sidecar:
+        return pod, None
+    if world.pilotfish is None:
+        world.start_pilotfish()
+    envoy = pod.start_sidecar(extra_args=sidecar_args)
+    envoy.wait_ready()
+    return pod, envoy

@@ -3,7 +3,7 @@
 ``python app.py --service reviews --version v2 --pod reviews-v2 --call ratings`` serves
 HTTP/1.1 on port 9080. Every GET answers 200 with JSON: its service, version and pod,
 the path asked for, the headers it passes on, and what each service it calls answered
-(``calls``), or the error.
+(``calls``), or the error, and the address that connected to it (``peer``).
 As in the sample, productpage calls details (``/details/0``) and reviews
 (``/reviews/0``), and reviews v2 and v3 call ratings (``/ratings/0``); the caller's
 ``end-user`` header and tracing headers are passed on (the sample's productpage sends
@@ -100,6 +100,7 @@ class Handler(BaseHTTPRequestHandler):
             "pod": app.pod,
             "path": self.path,
             "request": number,
+            "peer": self.client_address[0],  # who connected: a sidecar, a gateway, a client
             "headers": passed,
             "calls": {c.service: call(c.service, passed, c.timeout, c.attempts) for c in app.calls},
         }

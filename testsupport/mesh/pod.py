@@ -233,10 +233,13 @@ class Pod:
         log_level: str = "info",
         component_log_level: str | None = None,
         concurrency: int = 1,
+        extra_args: Sequence[str] = (),
     ) -> EnvoyProcess:
         """Envoy as this pod's sidecar: in the pod, as UID/GID 1337, admin on
-        ``admin_socket``. ``bootstrap``: default ``render_bootstrap(bootstrap_options())``.
-        Returns once its admin API answers; ``wait_ready()`` waits for its config."""
+        ``admin_socket``. ``bootstrap``: default ``render_bootstrap(bootstrap_options())``;
+        ``extra_args``: more Envoy options (e.g. ``--drain-time-s``, which Istio's agent
+        sets from drainDuration). Returns once its admin API answers; ``wait_ready()``
+        waits for its config."""
         config = render_bootstrap(self.bootstrap_options()) if bootstrap is None else bootstrap
         with contextlib.suppress(FileNotFoundError):
             self.admin_socket.unlink()  # a previous sidecar's
@@ -246,6 +249,7 @@ class Pod:
             log_level=log_level,
             component_log_level=component_log_level,
             concurrency=concurrency,
+            extra_args=extra_args,
             command_prefix=self.command([], uid=PROXY_UID),
             workdir_owner=(PROXY_UID, PROXY_GID),
         )
