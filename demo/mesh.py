@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 from types import FrameType
 
+from pilotfish.server.logging import configure_logging
 from testsupport import bookinfo
 from testsupport.bookinfo.observe import fetch_all, versions, wait_for_vhost, weights
 from testsupport.mesh import MeshWorld
@@ -98,7 +99,7 @@ def run(keep: bool, requests: int) -> int:
             signal.signal(sig, signal.SIG_IGN)
         say("Removing the world")
         world.close()
-    print("  removed: namespaces (with their iptables rules), processes, files")
+        print("  removed: namespaces (with their iptables rules), processes, files", flush=True)
     return 0
 
 
@@ -156,7 +157,11 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="leave the world running until Ctrl-C")
     parser.add_argument("--requests", type=int, default=200, help="requests per step (200)")
+    parser.add_argument(
+        "--log-level", default="warning", help="pilotfish's log level, on stderr (warning)"
+    )
     args = parser.parse_args()
+    configure_logging(args.log_level)
     problem = preflight()
     if problem:
         print(problem, file=sys.stderr)
