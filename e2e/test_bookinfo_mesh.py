@@ -18,6 +18,7 @@ one way with probability p is binomial, sd = sqrt(n p (1 - p)); the tests allow 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -674,3 +675,76 @@ def test_capture_mode_none_egress_listener_works_without_iptables(bi: Mesh) -> N
     assert {r.status for r in replies} == {200}
     assert versions(replies).keys() <= {"v1", "v2", "v3"}
     assert envoy.stat(f"cluster.{cluster('reviews')}.upstream_rq_200") == served + 6
+
+
+# -- changes while traffic flows -------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    started: float
+    status: int
+    version: str
+
+
+def test_config_changes_take_effect_while_traffic_flows(bi: Mesh) -> None:
+    """Requests flow from productpage's pod to reviews while the routing moves from round
+    robin to all v1 to all v3: none fails, each change shows in the answers as soon as the
+    sidecar holds it, and no process restarts."""
+    pod, envoy = bi.app.pod("productpage"), bi.productpage
+    processes = {name: e.pid for name, e in bi.app.sidecars.items()}
+    url = bi.app.url("reviews", "/reviews/0")
+    sent: list[Sent] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                reply = pod.request(url, timeout=5)
+                sent.append(Sent(started, reply.status, version_of(reply)))
+            except OSError as exc:
+                sent.append(Sent(started, 0, repr(exc)))
+
+    workers = [threading.Thread(target=traffic, daemon=True) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+
+        def answered_since(moment: float, count: int) -> bool:
+            return sum(1 for s in sent if s.started > moment) >= count
+
+        envoy.wait_for(lambda: answered_since(0, 50), "traffic to flow")
+        first_change = time.monotonic()
+        bi.apply("destination-rule-all.yaml", "virtual-service-all-v1.yaml")
+        wait_for_vhost(
+            envoy, "9080", vhost("reviews"), sends({cluster("reviews", "v1"): 100}), "v1"
+        )
+        all_v1 = time.monotonic()
+        envoy.wait_for(lambda: answered_since(all_v1, 50), "traffic after the first change")
+        second_change = time.monotonic()
+        bi.apply("virtual-service-reviews-v3.yaml")
+        wait_for_vhost(
+            envoy, "9080", vhost("reviews"), sends({cluster("reviews", "v3"): 100}), "v3"
+        )
+        all_v3 = time.monotonic()
+        envoy.wait_for(lambda: answered_since(all_v3, 50), "traffic after the second change")
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=10)
+
+    failed = [s for s in sent if s.status != 200]
+    assert failed == [], f"{len(failed)} of {len(sent)} requests failed: {failed[:5]}"
+    before = Counter(s.version for s in sent if s.started < first_change)
+    assert set(before) == {"v1", "v2", "v3"}, before
+    # Sent after the sidecar showed a change (plus 50 ms for Envoy's worker thread to
+    # get the new routes from its main thread): only the new destination answers.
+    grace = 0.05
+    between = Counter(s.version for s in sent if all_v1 + grace < s.started < second_change)
+    after = Counter(s.version for s in sent if s.started > all_v3 + grace)
+    assert set(between) == {"v1"}, between
+    assert set(after) == {"v3"}, after
+    assert sum(after.values()) >= 45
+    assert {name: e.pid for name, e in bi.app.sidecars.items()} == processes
+    assert all(e.running() for e in bi.app.sidecars.values())
