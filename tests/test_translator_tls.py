@@ -36,6 +36,7 @@ def test_simple_https_chain() -> None:
         ir.ChainMatch(("a.example.com", "b.example.com")),
         ir.DownstreamTls(("kubernetes://httpbin-credential",), HTTP_ALPN),
         options=http_options.GATEWAY_TLS,
+        source=ir.Source("Gateway", "default", "gw", "spec.servers[0].hosts", "config.yaml", 8),
     )
 
 
@@ -222,3 +223,33 @@ def test_snapshot_refers_only_to_secrets_it_carries() -> None:
         secrets=translation.secrets,
     )
     assert snapshot.consistency_errors() == []
+
+
+def test_a_listeners_parts_are_located_at_the_server_that_made_them() -> None:
+    """The pre-push check reports a listener's violation where the user wrote it."""
+    translation = run(
+        gateway(
+            """\
+- port: {number: 443, name: https-a, protocol: HTTPS}
+  hosts: [a.example.com]
+  tls: {mode: SIMPLE, credentialName: httpbin-credential}
+- port: {number: 443, name: https-b, protocol: HTTPS}
+  hosts: [b.example.com]
+  tls: {mode: SIMPLE, credentialName: httpbin-credential}
+"""
+        )
+    )
+    [listener] = translation.listeners
+    listener_type = "type.googleapis.com/envoy.config.listener.v3.Listener"
+
+    def field(path: str) -> str | None:
+        source = translation.locate(listener_type, listener.name, path)
+        return None if source is None else f"{source.kind} {source.name} {source.field}"
+
+    assert field("filter_chains[1].transport_socket.typed_config") == (
+        "Gateway gw spec.servers[1].hosts"
+    )
+    assert field("filter_chains[0].filter_chain_match.server_names[0]") == (
+        "Gateway gw spec.servers[0].hosts"
+    )
+    assert field("listener_filters[0]") == "Gateway gw spec.servers[0].hosts"

@@ -10,11 +10,11 @@ and only what the chains kept need (route configurations, secrets, clusters) is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pilotfish.model.configset import ConfigSet
 from pilotfish.translator import ir
-from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.diagnostics import Diagnostics, source_of
 from pilotfish.translator.gateway_servers import chains_for
 from pilotfish.translator.gateway_servers.base import Chain, ChainContext
 from pilotfish.translator.gateway_servers.merge import merge_servers
@@ -104,7 +104,7 @@ def _add_chains(
             )
             continue
         claimed.update(dict.fromkeys(names, c.what))
-        kept.append(c.chain)
+        kept.append(replace(c.chain, source=source_of(c.owner, c.path)))
         out.secrets.update((s.name, s) for s in c.secrets)
         if c.route_config is not None:
             out.route_configs.append(c.route_config)

@@ -346,6 +346,7 @@ class HttpFilterChain:
     options: HttpOptions = HttpOptions()
     route_config: RouteConfig | None = None
     name: str = ""
+    source: Source | None = None  # the Istio object and field the chain was made from
 
     def __post_init__(self) -> None:
         if bool(self.route_config_name) == (self.route_config is not None):
@@ -365,6 +366,7 @@ class TcpFilterChain:
     match: ChainMatch = ChainMatch()
     tls: DownstreamTls | None = None
     name: str = ""
+    source: Source | None = None
 
 
 FilterChain = HttpFilterChain | TcpFilterChain

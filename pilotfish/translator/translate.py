@@ -94,6 +94,7 @@ def _type_url(message: type[Message]) -> str:
 
 _ROUTE = _type_url(route_pb2.RouteConfiguration)
 _CLUSTER = _type_url(cluster_pb2.Cluster)
+_LISTENER = _type_url(listener_pb2.Listener)
 
 
 def _sources(config: ir.ProxyConfig) -> dict[tuple[str, str], ir.FieldSources]:
@@ -109,7 +110,20 @@ def _sources(config: ir.ProxyConfig) -> dict[tuple[str, str], ir.FieldSources]:
         )
     for cluster in config.clusters:
         out[(_CLUSTER, cluster.name)] = cluster.sources
+    for listener in config.listeners:
+        out[(_LISTENER, listener.name)] = _listener_sources(listener)
     return out
+
+
+def _listener_sources(listener: ir.Listener) -> ir.FieldSources:
+    """A chain's parts come from its own source; the rest of the listener (its address,
+    listener filters) from its first chain's (the listener builder keeps the IR's order)."""
+    chains = [(f"filter_chains[{i}]", c.source) for i, c in enumerate(listener.chains)]
+    if listener.default_chain is not None:
+        chains.append(("default_filter_chain", listener.default_chain.source))
+    known = [(prefix, source) for prefix, source in chains if source is not None]
+    whole = [("", known[0][1])] if known else []
+    return (*whole, *known)
 
 
 def build_ir(config: ConfigSet, proxy: Proxy, diag: Diagnostics) -> ir.ProxyConfig:
