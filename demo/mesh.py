@@ -158,7 +158,10 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave the world running until Ctrl-C")
     parser.add_argument("--requests", type=int, default=200, help="requests per step (200)")
     parser.add_argument(
-        "--log-level", default="warning", help="pilotfish's log level, on stderr (warning)"
+        "--log-level",
+        default="error",
+        help="pilotfish's log level, on stderr (error; warning also shows what it reports "
+        "about the config, e.g. bookinfo's subsets that no pod here has)",
     )
     args = parser.parse_args()
     configure_logging(args.log_level)
