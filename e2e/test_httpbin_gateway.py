@@ -24,7 +24,7 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.type.matcher.v3 import regex_pb2
 
-from pilotfish.bootstrap import BootstrapOptions, render_bootstrap
+from pilotfish.bootstrap import XDS_PROTOCOLS, BootstrapOptions, XdsProtocol, render_bootstrap
 from pilotfish.xds.snapshot import Snapshot
 from pilotfish.xds.types import ROUTE
 from testsupport.envoy import EnvoyProcess
@@ -56,6 +56,7 @@ class Deployment:
         self.pilotfish: InProcessPilotfish
         self.envoy: EnvoyProcess
         self.node_id = ""
+        self.xds_protocol: XdsProtocol = "sotw"
 
     # -- config files --------------------------------------------------------------------
 
@@ -113,8 +114,11 @@ class Deployment:
         return found
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+@pytest.fixture(scope="module", params=XDS_PROTOCOLS)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """The world once with Envoy on state-of-the-world ADS, once on delta ADS."""
     config_dir = tmp_path_factory.mktemp("config")
     with HttpbinServer() as httpbin:
         deployment = Deployment(config_dir, free_port(), httpbin)
@@ -128,7 +132,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
                 labels={"istio": "ingressgateway"},
                 xds_address=pilotfish.xds_address,
                 admin_port=0,
+                xds_protocol=request.param,
             )
+            deployment.xds_protocol = request.param
             bootstrap = render_bootstrap(options)
             deployment.node_id = bootstrap["node"]["id"]
             with EnvoyProcess(bootstrap, name="ingress") as envoy:
@@ -212,10 +218,24 @@ def envoy_accepted_versions(envoy: EnvoyProcess) -> dict[str, set[str]]:
     }
 
 
+def route_hashes(world: Deployment) -> list[str]:
+    server = world.pilotfish.server
+    assert server is not None
+    current = server.control_plane.cache.get(world.node_id)
+    assert current is not None
+    return list(current.snapshot.resource_hashes(ROUTE).values())
+
+
 def wait_in_sync(world: Deployment) -> None:
     """Until syncz says SYNCED for every type at the very versions Envoy accepted."""
     kinds = ("cds", "eds", "lds", "rds")
     seen: list[object] = []
+
+    def expected(kind: str, acked: str) -> set[str]:
+        if kind == "rds" and world.xds_protocol == "delta":
+            # Delta: a route configuration's version is its own (the content hash).
+            return set(world.pilotfish.call(lambda: route_hashes(world)))
+        return {acked}
 
     def agree() -> bool:
         # Polled: a push may be in flight between reading syncz and reading Envoy.
@@ -223,7 +243,8 @@ def wait_in_sync(world: Deployment) -> None:
         envoy = envoy_accepted_versions(world.envoy)
         seen[:] = [types, envoy]
         return all(
-            types[k]["status"] == "SYNCED" and envoy[k] == {types[k]["acked"]} for k in kinds
+            types[k]["status"] == "SYNCED" and envoy[k] == expected(k, types[k]["acked"])
+            for k in kinds
         )
 
     wait_until(agree, message=lambda: f"syncz and Envoy never agreed: {seen}")
@@ -331,6 +352,7 @@ def test_a_sidecar_gets_its_outbound_config(world: Deployment) -> None:
         labels={"app": "productpage"},
         xds_address=world.pilotfish.xds_address,
         admin_port=0,
+        xds_protocol=world.xds_protocol,
     )
     httpbin = "outbound|8000||httpbin.default.svc.cluster.local"
     with EnvoyProcess(render_bootstrap(options), name="sidecar") as sidecar:

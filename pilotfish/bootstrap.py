@@ -19,11 +19,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pilotfish.address import Address, parse_address
 from pilotfish.address import split_host_port as split_host_port  # re-exported
 from pilotfish.node_id import NodeId, ProxyType
+
+XdsProtocol = Literal["sotw", "delta"]
+XDS_PROTOCOLS: tuple[XdsProtocol, ...] = ("sotw", "delta")
 
 XDS_CLUSTER = "xds-grpc"
 
@@ -77,6 +80,8 @@ class BootstrapOptions:
     # Sidecars only: Envoy's readiness and Prometheus listeners (0: none).
     status_port: int = SIDECAR_STATUS_PORT
     prometheus_port: int = SIDECAR_PROMETHEUS_PORT
+    # "sotw": ADS as state of the world (api_type GRPC); "delta": incremental (DELTA_GRPC).
+    xds_protocol: XdsProtocol = "sotw"
 
     def __post_init__(self) -> None:
         overridden = sorted(DERIVED_METADATA & set(self.extra_metadata))
@@ -258,7 +263,7 @@ def render_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
         "static_resources": static_resources,
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": "DELTA_GRPC" if opts.xds_protocol == "delta" else "GRPC",
                 "transport_api_version": "V3",
                 "grpc_services": [
                     {

@@ -185,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="sidecar: Envoy's /stats/prometheus listener on 0.0.0.0 (0: none; "
         "default %(default)s)",
     )
+    boot.add_argument(
+        "--delta",
+        action="store_true",
+        help="ADS as delta (incremental) xDS, api_type DELTA_GRPC: only changed resources "
+        "are sent (default: state of the world, GRPC)",
+    )
     boot.add_argument("--json", action="store_true", help="print JSON instead of YAML")
 
     tr = commands.add_parser(
@@ -313,6 +319,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
             extra_metadata=args.metadata,
             status_port=args.status_port,
             prometheus_port=args.prometheus_port,
+            xds_protocol="delta" if args.delta else "sotw",
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc

@@ -191,6 +191,18 @@ def test_admin_and_ads() -> None:
     assert dynamic["lds_config"] == {"ads": {}, "resource_api_version": "V3"}
 
 
+def test_delta_ads() -> None:
+    # Everything else stays: the same ADS source for CDS and LDS, node on first message.
+    sotw, delta = (
+        render_bootstrap(GATEWAY),
+        render_bootstrap(replace(GATEWAY, xds_protocol="delta")),
+    )
+    assert delta["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
+    delta["dynamic_resources"]["ads_config"]["api_type"] = "GRPC"
+    assert delta == sotw
+    validate_config(render_bootstrap(replace(GATEWAY, xds_protocol="delta")))
+
+
 def test_xds_cluster_is_static_http2_for_an_ip() -> None:
     cluster = xds_cluster(render_bootstrap(GATEWAY))
     assert cluster["type"] == "STATIC"

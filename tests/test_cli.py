@@ -38,6 +38,7 @@ SUBCOMMAND_FLAGS = {
         "--metadata",
         "--status-port",
         "--prometheus-port",
+        "--delta",
         "--json",
     ],
     "translate": ["--config-dir", "--type", "--labels", "--namespace", "--name"],
@@ -111,6 +112,12 @@ def test_bootstrap_json_for_a_sidecar(capsys: pytest.CaptureFixture[str]) -> Non
     bootstrap = json.loads(out)
     assert bootstrap["node"]["id"] == "sidecar~127.0.0.1~app-1.shop~shop.svc.cluster.local"
     assert bootstrap["node"]["metadata"]["LABELS"] == {}
+
+
+def test_bootstrap_delta(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "bootstrap", "--name=gw", "--namespace=ns", "--delta", "--json")
+    assert code == 0
+    assert json.loads(out)["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
 
 
 def test_bootstrap_for_a_sidecar_in_a_pod(capsys: pytest.CaptureFixture[str]) -> None:

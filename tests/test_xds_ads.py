@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from prometheus_client import REGISTRY
 
 from pilotfish.xds import types
@@ -437,21 +437,6 @@ def test_client_half_close_ends_the_stream() -> None:
             assert await h.disconnected.get() == SIDECAR
             assert await c.call.code() == grpc.StatusCode.OK
             await c.close()
-
-    run(main())
-
-
-def test_delta_is_unimplemented() -> None:
-    async def main() -> None:
-        async with harness() as h:
-            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(h.channel)
-            call = stub.DeltaAggregatedResources()
-            try:
-                await call.write(discovery_pb2.DeltaDiscoveryRequest(type_url=CDS))
-            except grpc.aio.AioRpcError as exc:
-                # The server may end the call before the write lands: same answer.
-                assert exc.code() == grpc.StatusCode.UNIMPLEMENTED
-            assert await call.code() == grpc.StatusCode.UNIMPLEMENTED
 
     run(main())
 

@@ -1,4 +1,4 @@
-"""The Aggregated Discovery Service over grpc.aio (state of the world).
+"""The Aggregated Discovery Service over grpc.aio: state of the world and delta.
 
 One coroutine per stream owns the writing: requests (read by a task) and "this node's
 snapshot changed" wake-ups (from another task) go through one queue, and the coroutine
@@ -8,7 +8,8 @@ a request can never interleave out of order, and both tasks die with the stream.
 Register it with ``ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server`` (or use
 ``grpc_server.start_grpc_server``). It does not subclass the generated servicer: under
 mypy the generated module is untyped, and the registration function only needs the
-two methods.
+two methods. Both serve a stream the same way; only the protocol object differs
+(``stream.StreamProtocol`` or ``delta.DeltaStreamProtocol``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -26,8 +27,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from pilotfish.xds import metrics
-from pilotfish.xds.cache import SnapshotCache
-from pilotfish.xds.status import ProxySyncStatus
+from pilotfish.xds.cache import SnapshotCache, VersionedSnapshot
+from pilotfish.xds.delta import DeltaStreamProtocol
+from pilotfish.xds.status import HeldResource, KeptCluster, ProxySyncStatus, TypeSyncStatus
 from pilotfish.xds.stream import (
     Ack,
     Event,
@@ -64,12 +66,23 @@ _WAKEUP = _Wakeup()
 _END = _End()
 
 
+class _Protocol(Protocol):
+    """What StreamProtocol and DeltaStreamProtocol have in common."""
+
+    def on_request(self, request: Any, current: VersionedSnapshot | None) -> list[Event]: ...
+    def on_snapshot(self, current: VersionedSnapshot) -> list[Event]: ...
+    def sync_status(self) -> dict[str, TypeSyncStatus]: ...
+    def held(self) -> tuple[HeldResource, ...]: ...
+    def kept(self) -> tuple[KeptCluster, ...]: ...
+
+
 @dataclass
 class _Stream:
     connection_id: str
     node: base_pb2.Node
     connected_since: datetime
-    protocol: StreamProtocol
+    protocol: _Protocol
+    xds_protocol: str  # "sotw" or "delta"
     # DiscoveryRequest | _Wakeup | _End | BaseException (from the reader)
     queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     # A wake-up is queued and not yet handled: more changes need no second one, since
@@ -110,6 +123,16 @@ class AdsServer:
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: Any,  # grpc.aio.ServicerContext
     ) -> None:
+        await self._stream(request_iterator, context, "sotw")
+
+    async def DeltaAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: Any,
+    ) -> None:
+        await self._stream(request_iterator, context, "delta")
+
+    async def _stream(self, request_iterator: AsyncIterator[Any], context: Any, kind: str) -> None:
         requests = aiter(request_iterator)
         try:
             first = await anext(requests)
@@ -125,13 +148,19 @@ class AdsServer:
             _log.warning("xds.rejected", node_id=node.id, reason=problem)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
+        protocol: _Protocol = (
+            DeltaStreamProtocol(node, clock=self._clock)
+            if kind == "delta"
+            else StreamProtocol(node, clock=self._clock)
+        )
         stream = _Stream(
             connection_id=f"{node.id}-{next(self._ids)}",
             node=node,
             connected_since=self._clock(),
-            protocol=StreamProtocol(node, clock=self._clock),
+            protocol=protocol,
+            xds_protocol=kind,
         )
-        log = _log.bind(node_id=node.id, connection_id=stream.connection_id)
+        log = _log.bind(node_id=node.id, connection_id=stream.connection_id, xds=kind)
         self._streams[stream.connection_id] = stream
         metrics.CONNECTED_PROXIES.inc()
         log.info("xds.connect", peer=context.peer())
@@ -163,17 +192,6 @@ class AdsServer:
             cleanup.add_done_callback(self._cleanups.discard)
             await asyncio.shield(cleanup)
 
-    async def DeltaAggregatedResources(
-        self,
-        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
-        context: Any,
-    ) -> None:
-        # Delta xDS is a later issue; Envoy configured with DELTA_GRPC gets a clear error.
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "delta xDS is not implemented yet; use state-of-the-world ADS (api_type GRPC)",
-        )
-
     def sync_status(self) -> list[ProxySyncStatus]:
         """One entry per live stream, like ``istioctl proxy-status``."""
         return [
@@ -184,6 +202,7 @@ class AdsServer:
                 types=s.protocol.sync_status(),
                 held=s.protocol.held(),
                 kept=s.protocol.kept(),
+                xds_protocol=s.xds_protocol,
             )
             for s in sorted(self._streams.values(), key=lambda s: (s.node.id, s.connected_since))
         ]
@@ -236,12 +255,14 @@ class AdsServer:
                     log.warning("xds.push_failed", type=kind, version=event.version)
                     raise
                 metrics.PUSHES.labels(kind).inc()
+                metrics.PUSHED_RESOURCES.labels(kind).inc(len(event.names))
                 log.info(
                     "xds.push",
                     type=kind,
                     version=event.version,
                     nonce=event.nonce,
                     resources=len(event.names),
+                    removed=len(event.removed),
                     reason=event.reason,
                 )
             case Ack():
@@ -284,9 +305,7 @@ class AdsServer:
                     held_ms=round(held_ms, 1),
                 )
 
-    async def _read(
-        self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest], stream: _Stream
-    ) -> None:
+    async def _read(self, requests: AsyncIterator[Any], stream: _Stream) -> None:
         try:
             async for request in requests:
                 stream.queue.put_nowait(request)

@@ -17,6 +17,12 @@ PUSHES = Counter(
     "xDS responses written to proxies, by type (cds, eds, lds, rds, sds).",
     ["type"],
 )
+PUSHED_RESOURCES = Counter(
+    "pilotfish_xds_pushed_resources",
+    "Resources carried by the xDS responses written, by type (delta sends only the "
+    "changed ones; state of the world all of a wildcard type, the subscribed of others).",
+    ["type"],
+)
 PUSH_ERRORS = Counter(
     "pilotfish_xds_push_errors",
     "xDS responses that could not be written (the stream broke mid-push), by type.",

@@ -114,12 +114,17 @@ class ProxySyncStatus:
     # Push ordering in progress (ordering.py): what the proxy does not get yet, and why.
     held: tuple[HeldResource, ...] = ()
     kept: tuple[KeptCluster, ...] = ()
+    # "sotw" (StreamAggregatedResources) or "delta" (DeltaAggregatedResources). On a delta
+    # stream a type's version is the cache's type version of its last response, with
+    # "+held.<hash>" while push ordering holds something back (xds/delta.py).
+    xds_protocol: str = "sotw"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,
             "connection_id": self.connection_id,
             "connected_since": self.connected_since.isoformat(),
+            "xds_protocol": self.xds_protocol,
             "types": {types.short_name(t): s.to_json() for t, s in self.types.items()},
             "held": [h.to_json() for h in self.held],
             "kept": [k.to_json() for k in self.kept],

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -42,9 +42,10 @@ class Send:
     type_url: str
     version: str
     nonce: str
-    names: tuple[str, ...]
-    response: discovery_pb2.DiscoveryResponse
+    names: tuple[str, ...]  # the resources it carries
+    response: discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse
     reason: str  # "request" (answering one) or "push" (the snapshot changed)
+    removed: tuple[str, ...] = ()  # delta only: names it tells the client are gone
 
 
 @dataclass(frozen=True)
@@ -105,40 +106,15 @@ Event = Send | Ack | Nack | Stale | Unsupported | Held | Kept | Released
 
 
 @dataclass
-class TypeState:
-    """Everything one stream knows about one resource type."""
+class SyncState:
+    """What the sync status of one type on one stream is made of (both protocols)."""
 
     type_url: str
-    requested: bool = False  # the client asked for this type at least once
-    wildcard: bool = False
-    names: frozenset[str] = frozenset()
     sent_version: str | None = None
     sent_nonce: str | None = None
-    # name -> what the last response carried; None before the first.
-    sent_content: Mapping[str, Entry] | None = None
-    # The client answered sent_nonce (ACK or NACK). Envoy keeps sending that nonce on
-    # later subscription changes without error_detail; those are not ACKs.
-    nonce_answered: bool = False
     acked_version: str | None = None
     nack: NackInfo | None = None
     nacks: int = 0
-    # The last request must get a response even if nothing changed (first request,
-    # wildcard added, re-created clusters/listeners waiting for EDS/RDS).
-    answer_pending: bool = False
-    # Names added since the last response: each must be sent (even if it was sent
-    # before) once it exists; one that does not exist yet is sent when it appears.
-    added_names: frozenset[str] = frozenset()
-    # A response of the type this one depends on (CDS for EDS, LDS for RDS) went out
-    # after our last response: Envoy re-created clusters/listeners that stay warming
-    # until they get this type again, so answer the next request even if unchanged.
-    armed: bool = False
-    # What the proxy has once it applied every response sent: the last one for wildcard
-    # types; for the others each name still subscribed, as last sent (absence keeps).
-    have: dict[str, Entry] = field(default_factory=dict)
-    # Routing types: the versions of each resource the proxy may run, the ACKed one and
-    # every one sent since (a NACKed response may be applied in part). No cluster one of
-    # them routes to is removed from under it.
-    in_use: dict[str, tuple[Entry, ...]] = field(default_factory=dict)
     # Push ordering now: resources held back (routing types), clusters kept (CDS).
     held: dict[str, HeldResource] = field(default_factory=dict)
     kept: dict[str, KeptCluster] = field(default_factory=dict)
@@ -166,6 +142,37 @@ class TypeState:
             nacks=self.nacks,
             status=status,
         )
+
+
+@dataclass
+class TypeState(SyncState):
+    """Everything one state-of-the-world stream knows about one resource type."""
+
+    requested: bool = False  # the client asked for this type at least once
+    wildcard: bool = False
+    names: frozenset[str] = frozenset()
+    # name -> what the last response carried; None before the first.
+    sent_content: Mapping[str, Entry] | None = None
+    # The client answered sent_nonce (ACK or NACK). Envoy keeps sending that nonce on
+    # later subscription changes without error_detail; those are not ACKs.
+    nonce_answered: bool = False
+    # The last request must get a response even if nothing changed (first request,
+    # wildcard added, re-created clusters/listeners waiting for EDS/RDS).
+    answer_pending: bool = False
+    # Names added since the last response: each must be sent (even if it was sent
+    # before) once it exists; one that does not exist yet is sent when it appears.
+    added_names: frozenset[str] = frozenset()
+    # A response of the type this one depends on (CDS for EDS, LDS for RDS) went out
+    # after our last response: Envoy re-created clusters/listeners that stay warming
+    # until they get this type again, so answer the next request even if unchanged.
+    armed: bool = False
+    # What the proxy has once it applied every response sent: the last one for wildcard
+    # types; for the others each name still subscribed, as last sent (absence keeps).
+    have: dict[str, Entry] = field(default_factory=dict)
+    # Routing types: the versions of each resource the proxy may run, the ACKed one and
+    # every one sent since (a NACKed response may be applied in part). No cluster one of
+    # them routes to is removed from under it.
+    in_use: dict[str, tuple[Entry, ...]] = field(default_factory=dict)
 
 
 class StreamProtocol:
@@ -346,7 +353,7 @@ class StreamProtocol:
             if not pending and not state.held:
                 return dict(desired), [], False
             content, held = ordering.hold_back(desired, state.have, pending)
-            events = self._track_held(state, held)
+            events = track_held(state, held, state.have, self._clock)
             if (
                 type_url in types.WILDCARD_TYPES
                 and state.sent_content is None
@@ -365,7 +372,7 @@ class StreamProtocol:
             kept = ordering.kept_clusters(removed, in_use, snapshot, endpoints_sent)
             content = dict(desired)
             content.update((name, state.have[name]) for name in kept)
-            return content, self._track_kept(state, kept), bool(kept)
+            return content, track_kept(state, kept, self._clock), bool(kept)
         if type_url == types.ENDPOINT and (kept_clusters := self.types[types.CLUSTER].kept):
             # A kept cluster may be warming (it changed just before it was dropped): it
             # keeps getting its last endpoints, or it would warm forever.
@@ -376,44 +383,6 @@ class StreamProtocol:
                     content[name] = state.have[name]
             return content, [], len(content) > len(desired)
         return dict(desired), [], False
-
-    def _track_held(self, state: TypeState, held: Mapping[str, frozenset[str]]) -> list[Event]:
-        events: list[Event] = []
-        now: datetime | None = None
-        current: dict[str, HeldResource] = {}
-        for name, waiting in held.items():
-            before = state.held.get(name)
-            previous = name in state.have
-            if before is None:
-                now = now or self._clock()
-                events.append(Held(state.type_url, name, tuple(sorted(waiting)), previous))
-            current[name] = HeldResource(
-                type_url=state.type_url,
-                name=name,
-                waiting_for=tuple(sorted(waiting)),
-                since=before.since if before else (now or self._clock()),
-                previous=previous,
-            )
-        for name, before in state.held.items():
-            if name not in current:
-                events.append(Released(state.type_url, name, before.since))
-        state.held = current
-        return events
-
-    def _track_kept(self, state: TypeState, kept: Mapping[str, tuple[str, ...]]) -> list[Event]:
-        events: list[Event] = []
-        current: dict[str, KeptCluster] = {}
-        for name, used_by in kept.items():
-            before = state.kept.get(name)
-            if before is None:
-                events.append(Kept(name, used_by))
-            since = before.since if before else self._clock()
-            current[name] = KeptCluster(name=name, used_by=used_by, since=since)
-        for name, before in state.kept.items():
-            if name not in current:
-                events.append(Released(state.type_url, name, before.since))
-        state.kept = current
-        return events
 
     def _maybe_send(self, state: TypeState, current: VersionedSnapshot, reason: str) -> list[Event]:
         type_url = state.type_url
@@ -448,7 +417,8 @@ class StreamProtocol:
         if state.deviates:
             # Not the snapshot's content: a version of its own, so an ACK of this one is
             # never taken for an ACK of the snapshot's (and the same content, the same one).
-            version = f"{version}+held.{_content_digest(content)[:8]}"
+            digests = {n: e.digest for n, e in content.items()}
+            version = f"{version}+held.{content_digest(digests)[:8]}"
         nonce = f"{next(self._nonces)}-{self._nonce_salt}"
         names = tuple(sorted(content))
         response = discovery_pb2.DiscoveryResponse(
@@ -484,11 +454,63 @@ class StreamProtocol:
         return events
 
 
-def _content_digest(content: Mapping[str, Entry]) -> str:
+def track_held(
+    state: SyncState,
+    held: Mapping[str, frozenset[str]],
+    have: Container[str],
+    clock: Callable[[], datetime],
+) -> list[Event]:
+    """Record what is held now (``have``: names the proxy has some version of); events for
+    holds that start and end."""
+    events: list[Event] = []
+    now: datetime | None = None
+    current: dict[str, HeldResource] = {}
+    for name, waiting in held.items():
+        before = state.held.get(name)
+        previous = name in have
+        if before is None:
+            now = now or clock()
+            events.append(Held(state.type_url, name, tuple(sorted(waiting)), previous))
+        current[name] = HeldResource(
+            type_url=state.type_url,
+            name=name,
+            waiting_for=tuple(sorted(waiting)),
+            since=before.since if before else (now or clock()),
+            previous=previous,
+        )
+    for name, before in state.held.items():
+        if name not in current:
+            events.append(Released(state.type_url, name, before.since))
+    state.held = current
+    return events
+
+
+def track_kept(
+    state: SyncState, kept: Mapping[str, tuple[str, ...]], clock: Callable[[], datetime]
+) -> list[Event]:
+    """Record the clusters kept now; events for keeps that start and end."""
+    events: list[Event] = []
+    current: dict[str, KeptCluster] = {}
+    for name, used_by in kept.items():
+        before = state.kept.get(name)
+        if before is None:
+            events.append(Kept(name, used_by))
+        since = before.since if before else clock()
+        current[name] = KeptCluster(name=name, used_by=used_by, since=since)
+    for name, before in state.kept.items():
+        if name not in current:
+            events.append(Released(state.type_url, name, before.since))
+    state.kept = current
+    return events
+
+
+def content_digest(content: Mapping[str, str]) -> str:
+    """A hash of name -> resource version: a version for content that is not the
+    snapshot's (held back, kept)."""
     h = hashlib.sha256()
     for name in sorted(content):
         h.update(name.encode())
         h.update(b"\0")
-        h.update(content[name].digest.encode())
+        h.update(content[name].encode())
         h.update(b"\0")
     return h.hexdigest()
