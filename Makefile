@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-packages demo demo-mesh test protos golden lint e2e unit bench
+.PHONY: install system-packages demo demo-mesh test protos golden lint e2e e2e-delta unit bench
 
 install: $(STAMP) system-packages
 
@@ -37,6 +37,10 @@ unit: install
 
 e2e: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q e2e
+
+# Every e2e test with its Envoys on delta ADS (DELTA_GRPC) instead of state of the world.
+e2e-delta: install
+	PILOTFISH_TEST_XDS_PROTOCOL=delta PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q e2e
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pilotfish.demo

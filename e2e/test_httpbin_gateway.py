@@ -137,7 +137,7 @@ def world(
             deployment.xds_protocol = request.param
             bootstrap = render_bootstrap(options)
             deployment.node_id = bootstrap["node"]["id"]
-            with EnvoyProcess(bootstrap, name="ingress") as envoy:
+            with EnvoyProcess(bootstrap, name="ingress", xds_protocol=request.param) as envoy:
                 deployment.envoy = envoy
                 envoy.wait_ready()
                 yield deployment
@@ -355,7 +355,9 @@ def test_a_sidecar_gets_its_outbound_config(world: Deployment) -> None:
         xds_protocol=world.xds_protocol,
     )
     httpbin = "outbound|8000||httpbin.default.svc.cluster.local"
-    with EnvoyProcess(render_bootstrap(options), name="sidecar") as sidecar:
+    with EnvoyProcess(
+        render_bootstrap(options), name="sidecar", xds_protocol=world.xds_protocol
+    ) as sidecar:
         sidecar.wait_ready()  # LIVE: its initial CDS and LDS arrived
         assert {httpbin, "PassthroughCluster", "BlackHoleCluster"} <= set(
             sidecar.dynamic_clusters()

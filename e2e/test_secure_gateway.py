@@ -23,7 +23,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from pilotfish.bootstrap import BootstrapOptions, render_bootstrap
+from pilotfish.bootstrap import XDS_PROTOCOLS, BootstrapOptions, render_bootstrap
 from testsupport.certs import CertKey, issue, make_ca
 from testsupport.envoy import EnvoyProcess
 from testsupport.http import Response, request
@@ -225,8 +225,12 @@ class World:
         )
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@pytest.fixture(scope="module", params=XDS_PROTOCOLS)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """The world once with Envoy on state-of-the-world ADS, once on delta ADS (SDS
+    rotation is where delta sends one resource instead of every subscribed secret)."""
     config_dir = tmp_path_factory.mktemp("config")
     pki = Pki.make()
     world = World(config_dir, Ports(*free_ports(5)), pki)
@@ -256,7 +260,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 )
             )
             world.node_id = bootstrap["node"]["id"]
-            with EnvoyProcess(bootstrap, name="secure-ingress") as envoy:
+            with EnvoyProcess(
+                bootstrap, name="secure-ingress", xds_protocol=request.param
+            ) as envoy:
                 world.envoy = envoy
                 envoy.wait_ready()
                 yield world

@@ -11,8 +11,16 @@ from typing import Any
 
 import pytest
 
+from pilotfish.bootstrap import BootstrapOptions, render_bootstrap
 from testsupport.certs import issue, make_ca
-from testsupport.envoy import EnvoyConfigError, EnvoyError, EnvoyProcess, validate_config
+from testsupport.envoy import (
+    XDS_PROTOCOL_ENV,
+    EnvoyConfigError,
+    EnvoyError,
+    EnvoyProcess,
+    validate_config,
+    with_xds_protocol,
+)
 from testsupport.http import request
 from testsupport.upstreams import EchoHttpServer, HttpbinServer
 from testsupport.wait import wait_until, wait_until_async
@@ -309,3 +317,25 @@ def test_https_request_sends_the_url_host_as_sni_when_connecting_elsewhere() -> 
         resp = request("https://secure.example.com/tls", connect_to=echo.address)
         assert (resp.status, echo.requests[0].headers["host"]) == (200, "secure.example.com")
     assert seen == ["secure.example.com"]
+
+
+def test_xds_protocol_choice_rewrites_only_the_ads_api_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sotw = render_bootstrap(BootstrapOptions("router", "gw-1", "istio-system"))
+    delta = render_bootstrap(
+        BootstrapOptions("router", "gw-1", "istio-system", xds_protocol="delta")
+    )
+    monkeypatch.delenv(XDS_PROTOCOL_ENV, raising=False)
+    assert with_xds_protocol(sotw, None) == sotw
+    assert with_xds_protocol(sotw, "delta") == delta
+    assert with_xds_protocol(delta, "sotw") == sotw
+    assert sotw["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"  # not mutated
+    monkeypatch.setenv(XDS_PROTOCOL_ENV, "delta")
+    assert with_xds_protocol(sotw, None) == delta
+    assert with_xds_protocol(sotw, "sotw") == sotw  # a test's own choice wins
+    static = {"static_resources": {}}
+    assert with_xds_protocol(static, None) == static
+    monkeypatch.setenv(XDS_PROTOCOL_ENV, "incremental")
+    with pytest.raises(ValueError, match="neither"):
+        with_xds_protocol(sotw, None)

@@ -27,6 +27,25 @@ from testsupport.wait import wait_until
 
 T = TypeVar("T")
 
+# `PILOTFISH_TEST_XDS_PROTOCOL=delta make e2e`: every Envoy a test starts uses delta ADS
+# (DELTA_GRPC) unless the test chose a protocol itself (`make e2e-delta`).
+XDS_PROTOCOL_ENV = "PILOTFISH_TEST_XDS_PROTOCOL"
+_API_TYPES = {"sotw": "GRPC", "delta": "DELTA_GRPC"}
+
+
+def with_xds_protocol(bootstrap: Mapping[str, Any], protocol: str | None) -> dict[str, Any]:
+    """``bootstrap`` with its ADS on ``protocol`` ("sotw"/"delta"); None: the environment's
+    choice (XDS_PROTOCOL_ENV), else unchanged. A bootstrap without ADS is left alone."""
+    chosen = protocol or os.environ.get(XDS_PROTOCOL_ENV) or None
+    ads = bootstrap.get("dynamic_resources", {}).get("ads_config")
+    if chosen is None or ads is None:
+        return dict(bootstrap)
+    if chosen not in _API_TYPES:
+        raise ValueError(f"{XDS_PROTOCOL_ENV}: {chosen!r} is neither 'sotw' nor 'delta'")
+    dynamic = dict(bootstrap["dynamic_resources"])
+    dynamic["ads_config"] = dict(ads, api_type=_API_TYPES[chosen])
+    return dict(bootstrap, dynamic_resources=dynamic)
+
 
 class EnvoyError(RuntimeError):
     """Envoy failed to start, exited, or its admin API said no."""
@@ -95,11 +114,14 @@ class EnvoyProcess:
         extra_args: Sequence[str] = (),
         command_prefix: Sequence[str] = (),
         workdir_owner: tuple[int, int] | None = None,
+        xds_protocol: str | None = None,
     ) -> None:
         """``command_prefix`` runs Envoy through another command (e.g. ``ip netns exec NS
         setpriv --reuid 1337 ...``: a sidecar in a pod); ``workdir_owner`` (uid, gid) hands
-        Envoy's working directory to the user it then runs as."""
-        self.bootstrap = dict(bootstrap)
+        Envoy's working directory to the user it then runs as. ``xds_protocol``: "sotw" or
+        "delta" overrides the bootstrap's ADS api_type; None keeps it, unless the
+        environment asks for one (``XDS_PROTOCOL_ENV``)."""
+        self.bootstrap = with_xds_protocol(bootstrap, xds_protocol)
         self.name = name
         self.log_level = log_level
         self.component_log_level = component_log_level

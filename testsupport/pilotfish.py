@@ -69,6 +69,9 @@ class InProcessPilotfish:
         self._starting.result(timeout)
 
     def stop(self) -> None:
+        """Stop the server and its loop (again: nothing; a test may stop it early)."""
+        if self._loop.is_closed():
+            return
         if self._starting is not None and not self._starting.done():
             self._starting.cancel()  # still waiting for its source: stop that first
         if self.server is not None:
