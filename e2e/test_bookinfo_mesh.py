@@ -315,7 +315,9 @@ HTTPBIN_PORT = 8000
 @pytest.fixture(scope="module")
 def flaky(bookinfo_mesh: Mesh) -> Pod:
     pod, _ = bookinfo.add_workload(bookinfo_mesh.world, FLAKY)
-    bookinfo_mesh.sleep_sidecar.wait_for_cluster_healthy(cluster("flaky"))
+    sidecar = bookinfo_mesh.sleep_sidecar
+    wait_for_vhost(sidecar, "9080", vhost("flaky"), sends({cluster("flaky"): 100}), "flaky")
+    sidecar.wait_for_cluster_healthy(cluster("flaky"))
     return pod
 
 
@@ -325,7 +327,9 @@ def httpbin(bookinfo_mesh: Mesh) -> Pod:
     pod, _ = bookinfo.add_workload(
         bookinfo_mesh.world, Workload("httpbin", "v1"), port=HTTPBIN_PORT
     )
-    bookinfo_mesh.sleep_sidecar.wait_for_cluster_healthy(cluster("httpbin", port=HTTPBIN_PORT))
+    sidecar, name = bookinfo_mesh.sleep_sidecar, cluster("httpbin", port=HTTPBIN_PORT)
+    wait_for_vhost(sidecar, "8000", vhost("httpbin", 8000), sends({name: 100}), "httpbin")
+    sidecar.wait_for_cluster_healthy(name)
     return pod
 
 
@@ -500,6 +504,7 @@ def test_allow_any_passes_unknown_destinations_and_a_service_entry_names_one(
         }
     )
     entry = f"outbound|80||{EXTERNAL_NAME}"
+    wait_for_vhost(bi.sleep_sidecar, "80", f"{EXTERNAL_NAME}:80", sends({entry: 100}), "entry")
     bi.sleep_sidecar.wait_for_cluster_healthy(entry)
     served = bi.sleep_sidecar.stat(f"cluster.{entry}.upstream_rq_200")
     before = passthrough_requests(bi.sleep_sidecar)

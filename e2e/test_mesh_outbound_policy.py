@@ -113,6 +113,7 @@ def test_a_service_entry_opens_the_destination(w: World) -> None:
         }
     )
     cluster = f"outbound|{PORT}||{EXTERNAL}"
+    w.sidecar.wait_for(lambda: f"{EXTERNAL}:{PORT}" in vhost_names(w.sidecar), "its vhost")
     w.sidecar.wait_for_cluster_healthy(cluster)
     reply = w.get(f"http://{EXTERNAL}:{PORT}/entry")
     assert (reply.status, reply.json()["service"], reply.json()["path"]) == (
