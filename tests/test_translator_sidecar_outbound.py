@@ -626,3 +626,20 @@ def test_egress_listeners_pilotfish_cannot_serve_are_reported() -> None:
     }
     outbound = {li.name for li in t.config.listeners if li.traffic_direction == "OUTBOUND"}
     assert outbound == {"virtualOutbound"}
+
+
+def test_source_namespace_is_the_sidecars_own() -> None:
+    vs = istio(
+        "VirtualService",
+        "reviews",
+        "shop",
+        "{hosts: [reviews], http: [{match: [{sourceNamespace: web}], "
+        "route: [{destination: {host: reviews, subset: web}}]}, "
+        "{route: [{destination: {host: reviews, subset: v1}}]}]}",
+    )
+    config = config_of(service("reviews", 9080, "10.96.0.1"), vs)
+    name = "reviews.shop.svc.cluster.local:9080"
+    from_web = vhost(translate(config, sidecar("web")), "9080", name).routes
+    from_shop = vhost(translate(config, sidecar("shop")), "9080", name).routes
+    assert [subset(r.clusters[0].cluster) for r in from_web] == ["web"]
+    assert [subset(r.clusters[0].cluster) for r in from_shop] == ["v1"]
