@@ -84,13 +84,15 @@ def versions(
 
 
 def settle(world: World, wanted: set[str], headers: Mapping[str, str] | None = None) -> None:
-    """Wait until the sidecar applies a change: ten answers in a row from `wanted`. While
-    it lands, a route may name a subset cluster that is still warming (503): the xDS push
-    order is what decides that, not this half's translation."""
+    """Wait until the sidecar applies a change: ten answers in a row from `wanted`. Until
+    then the old route answers; never an error: push ordering sends a route only once the
+    subset cluster it names is warm."""
     seen: list[collections.Counter[str]] = []
 
     def only_wanted() -> bool:
         seen.append(answers(world, 10, headers))
+        failed = [k for k in seen[-1] if k.startswith("status")]
+        assert not failed, f"requests failed while the change landed: {seen[-1]}"
         return set(seen[-1]) <= wanted
 
     def described() -> str:
