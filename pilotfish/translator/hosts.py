@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 DEFAULT_DOMAIN_SUFFIX = "cluster.local"
 
 
@@ -52,3 +54,12 @@ def strip_namespace(host: str) -> tuple[str | None, str]:
         return None, host.lower()
     ns, _, name = host.partition("/")
     return (None if ns == "*" else ns), name.lower()
+
+
+def is_ip(text: str) -> bool:
+    """An IPv4 or IPv6 address (not a name, not a CIDR range)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -18,11 +18,10 @@ of another service on the port never shadows that service (Istio's dedupeDomains
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from pilotfish.translator.hosts import DEFAULT_DOMAIN_SUFFIX
+from pilotfish.translator.hosts import DEFAULT_DOMAIN_SUFFIX, is_ip
 
 UNSPECIFIED_IPS = frozenset({"0.0.0.0", "::"})
 
@@ -51,7 +50,7 @@ def service_domains(
     short: list[str] = []
     for name, is_kube in ((hostname, kubernetes), *((a, True) for a in aliases)):
         forms = _short_forms(name, proxy_namespace, domain_suffix) if is_kube else []
-        absolute = [] if _is_ip(name) else [name + "."]
+        absolute = [] if is_ip(name) else [name + "."]
         domains += [name, *absolute, *forms]
         short += forms
     if headless and kubernetes:
@@ -96,14 +95,6 @@ class DomainClaims:
             self._claimed.add(key)
             kept.append(domain)
         return tuple(kept)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _ip_domain(address: str) -> str:

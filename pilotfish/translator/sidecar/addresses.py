@@ -53,11 +53,3 @@ def cidr_range(address: str) -> ir.CidrRange | None:
     if network.network_address.is_unspecified:
         return None
     return ir.CidrRange(str(network.network_address), network.prefixlen)
-
-
-def is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True

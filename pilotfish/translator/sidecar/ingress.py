@@ -33,6 +33,7 @@ from pilotfish.api.networking.v1alpha3 import gateway_pb2 as gw_pb
 from pilotfish.api.networking.v1alpha3 import sidecar_pb2 as sc_pb
 from pilotfish.model.objects import IstioObject
 from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.hosts import is_ip
 from pilotfish.translator.proxy import Proxy
 from pilotfish.translator.registry import parse_protocol
 from pilotfish.translator.service_targets import ServiceTarget
@@ -136,7 +137,7 @@ def _check(listener: sc_pb.IstioIngressListener, path: str, taken: set[int]) -> 
         raise _Invalid(f"{path}.port.targetPort", "targetPort has no impact on Sidecars")
     if port.number in taken:
         raise _Invalid(f"{path}.port.number", "ports on IP bound listeners must be unique")
-    if listener.bind and not _is_ip(listener.bind):
+    if listener.bind and not is_ip(listener.bind):
         raise _Invalid(f"{path}.bind", f"bind {listener.bind!r} is not an IP address")
     reserved = RESERVED_PORTS.get(port.number)
     if reserved:
@@ -266,11 +267,3 @@ def _pod_address(ip: str) -> str:
     if address.is_link_local or str(address) == "255.255.255.255":
         return WILDCARD
     return str(address)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

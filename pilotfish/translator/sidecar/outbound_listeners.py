@@ -28,6 +28,7 @@ from typing import Literal
 from pilotfish.model.objects import ConfigObject
 from pilotfish.translator import http_options, ir
 from pilotfish.translator.diagnostics import Diagnostics
+from pilotfish.translator.hosts import is_ip
 from pilotfish.translator.listener_filters import inspectors
 from pilotfish.translator.registry import HTTP2_PROTOCOLS, RegistryService, ServiceRegistry
 from pilotfish.translator.registry import port_protocol as service_port_protocol
@@ -35,7 +36,6 @@ from pilotfish.translator.sidecar.addresses import (
     WILDCARD,
     addresses,
     is_cidr,
-    is_ip,
     is_passthrough,
     listen_addresses,
 )
