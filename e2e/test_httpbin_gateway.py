@@ -465,3 +465,31 @@ def test_a_resource_envoy_would_reject_is_held_back_reported_and_never_nacked(
     assert rejected_updates() == rejected_before
     assert nacks() == nacks_before
     assert not [t for t, s in world.syncz()["types"].items() if s["status"] == "ERROR"]
+
+
+def test_a_changed_cluster_warms_and_serves(world: Deployment) -> None:
+    """Envoy re-creates a cluster it gets a new version of, and the new one warms only
+    on its endpoints. On delta, Envoy asks for nothing (its EDS subscription did not
+    change): without pilotfish sending the endpoints again it would stay warming."""
+    cluster = "outbound|8000||httpbin.default.svc.cluster.local"
+    modified = world.envoy.stat("cluster_manager.cluster_modified")
+    rule = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "httpbin", "namespace": "default"},
+        "spec": {
+            "host": "httpbin",
+            "trafficPolicy": {"connectionPool": {"tcp": {"connectTimeout": "7s"}}},
+        },
+    }
+    write_docs(world.config_dir / "rule.yaml", [rule])
+
+    def warm() -> bool:
+        active = world.envoy.dynamic_clusters()
+        return active[cluster].config.get(
+            "connect_timeout"
+        ) == "7s" and cluster not in world.envoy.dynamic_clusters(warming=True)
+
+    wait_until(warm, message=lambda: f"{cluster} never warmed: {world.envoy.log_tail()}")
+    assert world.envoy.stat("cluster_manager.cluster_modified") == modified + 1
+    assert world.get("/status/418").status == 418
