@@ -371,3 +371,35 @@ def test_delta_stream_over_grpc() -> None:
             assert await h.disconnected.get() == ROUTER
 
     run(main())
+
+
+def test_a_rejected_endpoint_is_not_resent_with_its_cluster() -> None:
+    # The re-send after a CDS change is not a way around the NACK rule: the rejected
+    # endpoints would only be rejected again.
+    envoy = Envoy()
+    envoy.start(snap(clusters=[A]))
+    envoy.set(snap(clusters=[A], ports={A: 9000}))
+    envoy.nack(EDS)
+    [cds] = sends(envoy.set(snap(clusters=[A], ports={A: 9000}, timeouts={A: 5})))
+    assert cds.type_url == CDS
+
+
+def test_wildcard_asked_later_is_answered_in_full() -> None:
+    envoy = Envoy()
+    envoy.set(snap(clusters=[A, B]))
+    [named] = sends(envoy.request(CDS, subscribe=[A]))  # not a wildcard first request
+    assert list(carried(named)) == [A]
+    [everything] = sends(envoy.request(CDS, subscribe=["*"], answer=named))
+    assert list(carried(everything)) == [B]  # A it has
+
+
+def test_subscription_changes_count_whatever_nonce_they_carry() -> None:
+    # Unlike state of the world, a delta request is never stale: its changes are
+    # incremental, so dropping one would lose it for good.
+    envoy = Envoy()
+    envoy.start(snap(clusters=[A], secrets=["s", "t"]))
+    [first] = sends(envoy.request(SDS, subscribe=["s"]))
+    [second] = sends(envoy.request(SDS, subscribe=["t"]))  # no nonce: first unanswered
+    assert list(carried(first)) == ["s"] and list(carried(second)) == ["t"]
+    envoy.request(SDS, answer=second)  # answers both
+    assert envoy.status()["sds"] == "SYNCED"

@@ -240,6 +240,18 @@ class AdsServer:
                 stream.wakeup_queued = False
                 events = stream.protocol.on_snapshot(current) if current else []
             else:
+                if isinstance(item, discovery_pb2.DeltaDiscoveryRequest) and (
+                    item.resource_names_subscribe
+                    or item.resource_names_unsubscribe
+                    or item.initial_resource_versions
+                ):
+                    log.debug(
+                        "xds.subscribe",
+                        type=short_name(item.type_url),
+                        subscribe=len(item.resource_names_subscribe),
+                        unsubscribe=len(item.resource_names_unsubscribe),
+                        initial_versions=len(item.initial_resource_versions),
+                    )
                 events = stream.protocol.on_request(item, current)
             for event in events:
                 await self._handle(event, context, log)
