@@ -163,7 +163,12 @@ async def one_proxy(address: str, i: int, stats: ClientStats, stop: asyncio.Even
     while not stop.is_set():
         # A local subchannel pool: one TCP connection per proxy, as with real Envoys.
         channel = grpc.aio.insecure_channel(
-            address, options=[("grpc.use_local_subchannel_pool", 1)]
+            address,
+            # Large configs (loop_stall_bench.py) send more than grpc's default 4 MB.
+            options=[
+                ("grpc.use_local_subchannel_pool", 1),
+                ("grpc.max_receive_message_length", 256 * 2**20),
+            ],
         )
         try:
             await one_stream(channel, i, stats, stop)

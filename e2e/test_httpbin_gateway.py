@@ -336,7 +336,7 @@ def test_a_nack_is_reported_not_resent_and_old_config_keeps_serving(world: Deplo
     assert world.envoy.stats().get(rejected_stat, 0) == rejected_before + 1
 
     # The next real change is sent and accepted again.
-    world.pilotfish.call(server.reload)
+    world.pilotfish.run(server.reload())
     wait_until(
         lambda: world.syncz()["types"]["rds"]["status"] == "SYNCED", message="never re-SYNCED"
     )

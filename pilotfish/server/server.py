@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,8 @@ import structlog
 from aiohttp import web
 
 from pilotfish.address import unix_socket_path
-from pilotfish.model.configset import build_config_set, with_mesh
+from pilotfish.model.configset import ConfigSet, build_config_set, with_mesh
+from pilotfish.model.documents import ParsedFile
 from pilotfish.model.errors import ConfigError
 from pilotfish.model.mesh_config import MeshSettings
 from pilotfish.server.control_plane import ControlPlane
@@ -28,6 +30,7 @@ from pilotfish.sources.base import ConfigSource
 from pilotfish.xds.grpc_server import start_grpc_server
 
 log = structlog.get_logger()
+SWITCH_INTERVAL = 0.001  # seconds
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,12 @@ class Server:
         return f"{host_of(self.options.xds_address)}:{self.xds_port}"
 
     async def start(self) -> None:
+        # Translation runs in worker threads that share the GIL with the event loop:
+        # each time the loop wakes up it waits for a worker to let go, up to this long.
+        # Python's default (5 ms) adds up to tens of milliseconds per request when an
+        # answer takes several wake-ups (accept, read, write); 1 ms costs the workers a
+        # few percent.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         # Raises if the source cannot be (a missing directory): better now than an empty config.
         await self.source.start()
         self._web = web.AppRunner(
@@ -86,7 +95,7 @@ class Server:
         await site.start()
         self.debug_port = _bound_port(site)
         await self._wait_synced()
-        self.reload()
+        await self.reload()
         await self.source.write_status(self.control_plane.problems())
         self._grpc, self.xds_port = await start_grpc_server(
             self.control_plane.ads, self.options.xds_address
@@ -119,6 +128,7 @@ class Server:
         if self._web is not None:
             await self._web.cleanup()
         await self.source.close()
+        self.control_plane.close()
 
     async def _wait_synced(self) -> None:
         """Wait for the source's first complete view, saying what it still waits for."""
@@ -133,14 +143,22 @@ class Server:
         finally:
             synced.cancel()
 
-    def reload(self) -> None:
-        files = self.source.load()
-        config = with_mesh(
-            build_config_set(files, previous=self.control_plane.config),
-            self.options.mesh,
-            self.options.mesh_warnings,
-        )
-        self.control_plane.apply(config)
+    async def reload(self) -> None:
+        """Read the source and make its config current. Reading, parsing and translating
+        run in the control plane's reload worker: the loop keeps serving meanwhile."""
+        load = self.source.loader()
+        files: list[ParsedFile] = []
+
+        def build() -> ConfigSet:
+            files.extend(load())
+            # Reloads run one at a time: the config in force is the one this replaces.
+            return with_mesh(
+                build_config_set(files, previous=self.control_plane.config),
+                self.options.mesh,
+                self.options.mesh_warnings,
+            )
+
+        config = await self.control_plane.reload(build)
         log.info(
             "config loaded",
             files=len(files),
@@ -157,7 +175,7 @@ class Server:
             changes = await self.debouncer.next_batch()
             log.debug("applying config changes", changes=changes)
             try:
-                self.reload()
+                await self.reload()
                 await self.source.write_status(self.control_plane.problems())
             except Exception:  # never let one bad reload stop the server
                 log.exception("config reload failed; the previous config stays in force")

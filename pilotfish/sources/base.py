@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 from pilotfish.model.documents import ParsedFile
@@ -33,6 +33,12 @@ class ConfigSource(Protocol):
 
     def load(self) -> list[ParsedFile]:
         """The current documents. Cheap to call again: unchanged ones are not re-read."""
+        ...
+
+    def loader(self) -> Callable[[], list[ParsedFile]]:
+        """Called on the event loop; returns what `load()` would, as a function the server
+        calls in a worker thread (reading and parsing can take seconds). Whatever the loop
+        changes meanwhile must not be read by that function: take a copy here instead."""
         ...
 
     def changes(self, stop: asyncio.Event) -> AsyncIterator[int]:

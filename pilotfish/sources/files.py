@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +72,10 @@ class FileSource:
 
     async def close(self) -> None:
         return None
+
+    def loader(self) -> Callable[[], list[ParsedFile]]:
+        # Only load() touches the parse cache, and the server runs one load at a time.
+        return self.load
 
     def load(self) -> list[ParsedFile]:
         if not self.root.is_dir():

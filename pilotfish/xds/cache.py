@@ -80,8 +80,9 @@ class SnapshotCache:
     ) -> VersionedSnapshot:
         """Make ``snapshot`` the node's current one; wake its streams if anything changed.
 
-        ``check=False`` skips the consistency check: only for tests that need Envoy to
-        receive something broken (to see a NACK).
+        ``check=False`` skips the consistency check: for a caller that checked the
+        snapshot already (off the event loop: it walks every cluster and listener), and
+        for tests that need Envoy to receive something broken (to see a NACK).
         """
         if check and (errors := snapshot.consistency_errors()):
             raise InconsistentSnapshotError(node_id, errors)

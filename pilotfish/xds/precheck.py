@@ -21,6 +21,7 @@ caller to say (the server maps resources back to the objects they were built fro
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ class ResourceChecker:
 
     def __init__(self, max_entries: int = 50_000) -> None:
         self._max_entries = max_entries
+        # Worker threads share one checker (a reload and a new proxy's translation).
+        self._lock = threading.Lock()
         self._verdicts: OrderedDict[tuple[str, str], tuple[pgv.Violation, ...]] = OrderedDict()
         self.checked = 0  # resources actually walked (not answered from the cache)
 
@@ -53,15 +56,17 @@ class ResourceChecker:
 
     def _verdict(self, type_url: str, digest: str, resource: Message) -> tuple[pgv.Violation, ...]:
         key = (type_url, digest)
-        found = self._verdicts.get(key)
-        if found is not None:
-            self._verdicts.move_to_end(key)
-            return found
-        found = tuple(pgv.check(resource))
-        self.checked += 1
-        self._verdicts[key] = found
-        if len(self._verdicts) > self._max_entries:
-            self._verdicts.popitem(last=False)
+        with self._lock:
+            found = self._verdicts.get(key)
+            if found is not None:
+                self._verdicts.move_to_end(key)
+                return found
+        found = tuple(pgv.check(resource))  # outside the lock: the long part
+        with self._lock:
+            self.checked += 1
+            self._verdicts[key] = found
+            if len(self._verdicts) > self._max_entries:
+                self._verdicts.popitem(last=False)
         return found
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import structlog
 
@@ -171,6 +171,11 @@ class KubernetesSource:
     def load(self) -> list[ParsedFile]:
         """The current objects, one ParsedFile each (cheap: built once per object version)."""
         return [stored.parsed for stored in self.objects()]
+
+    def loader(self) -> Callable[[], list[ParsedFile]]:
+        # The informers change the stores on the loop: copy them here (cheap, see load).
+        current = self.load()
+        return lambda: current
 
     def _notify(self, count: int) -> None:
         # Until the first complete view, there is nothing to report a change against:
