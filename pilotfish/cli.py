@@ -9,6 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from google.protobuf.duration_pb2 import Duration
+
+from pilotfish.api.durations import go_duration_to_json
 from pilotfish.bootstrap import (
     SIDECAR_PROMETHEUS_PORT,
     SIDECAR_STATUS_PORT,
@@ -46,6 +49,19 @@ def parse_labels(text: str, what: str = "label") -> dict[str, str]:
 
 def parse_metadata(text: str) -> dict[str, str]:
     return parse_labels(text, "metadata")
+
+
+def positive_duration(text: str) -> float:
+    """A Go duration (`30m`, `1h30m`, `500ms`) -> seconds, which must be above zero."""
+    as_json = go_duration_to_json(text.strip())
+    if as_json is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30m, 1h or 90s")
+    duration = Duration()
+    duration.FromJsonString(as_json)
+    seconds = duration.ToTimedelta().total_seconds()
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero")
+    return seconds
 
 
 MESH_CONFIG_HELP = (
@@ -129,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         metavar="SECONDS",
         help="but never wait longer than this after the first change (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-connection-age",
+        type=positive_duration,
+        metavar="DURATION",
+        help="close each xDS connection after about this long (Go syntax: 30m, 1h; grpc "
+        "adds +-10%% jitter), giving its stream 10 s more to end: the proxy reconnects, "
+        "through a load balancer maybe to another replica, so proxies spread over new "
+        "replicas (Istio's default is 30m). Default: off, connections are kept",
     )
 
     boot = commands.add_parser(
@@ -300,6 +325,7 @@ def _serve(args: argparse.Namespace) -> int:
         debug_address=args.debug_address,
         debounce_quiet=args.debounce_quiet,
         debounce_max=args.debounce_max,
+        max_connection_age=args.max_connection_age,
     )
     asyncio.run(serve_forever(options, source))
     return 0

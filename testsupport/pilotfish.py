@@ -33,10 +33,13 @@ class InProcessPilotfish:
         debug_port: int = 0,
         mesh_config: Path | None = None,
         xds_address: str = "127.0.0.1:0",
+        max_connection_age: float | None = None,
+        max_connection_age_grace: float = 10.0,
     ) -> None:
         """`source`: a config directory, or any ConfigSource (e.g. Kubernetes);
         `mesh_config`: a MeshConfig file, as `serve --mesh-config`;
-        `xds_address`: host:port, or `unix:/path` (the mesh world's pods reach it so)."""
+        `xds_address`: host:port, or `unix:/path` (the mesh world's pods reach it so);
+        `max_connection_age` (+ grace), seconds: as `serve --max-connection-age`."""
         self.source = FileSource(source) if isinstance(source, Path) else source
         mesh, mesh_warnings = load_mesh_config(mesh_config) if mesh_config else (MeshSettings(), [])
         self.options = ServeOptions(
@@ -46,6 +49,8 @@ class InProcessPilotfish:
             debounce_max=debounce_max,
             mesh=mesh,
             mesh_warnings=tuple(mesh_warnings),
+            max_connection_age=max_connection_age,
+            max_connection_age_grace=max_connection_age_grace,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(

@@ -39,6 +39,10 @@ class ServeOptions:
     debug_address: str = "127.0.0.1:15014"
     debounce_quiet: float = 0.1
     debounce_max: float = 1.0
+    # Seconds before grpc closes an xDS connection (the proxy reconnects, maybe to
+    # another replica); None: never. Then this long for the stream to end.
+    max_connection_age: float | None = None
+    max_connection_age_grace: float = 10.0
     mesh: MeshSettings = field(default_factory=MeshSettings)
     mesh_warnings: tuple[ConfigError, ...] = ()
 
@@ -98,7 +102,10 @@ class Server:
         await self.reload()
         await self.source.write_status(self.control_plane.problems())
         self._grpc, self.xds_port = await start_grpc_server(
-            self.control_plane.ads, self.options.xds_address
+            self.control_plane.ads,
+            self.options.xds_address,
+            max_connection_age=self.options.max_connection_age,
+            max_connection_age_grace=self.options.max_connection_age_grace,
         )
         if socket_path := unix_socket_path(self.options.xds_address):
             # Sidecar Envoys run as their own user (1337): who may connect is decided by

@@ -32,13 +32,36 @@ class GrpcBindError(OSError):
     """The xDS server could not listen on the address it was given."""
 
 
-async def start_grpc_server(ads: AdsServer, address: str) -> tuple[grpc.aio.Server, int]:
-    """Start serving ADS on ``address`` (``host:port``; port 0 picks a free one).
+def age_options(max_age: float | None, grace: float) -> list[tuple[str, int]]:
+    """grpc's connection age limit: after ``max_age`` seconds (grpc adds +-10% jitter, so
+    replicas' proxies do not all reconnect at once) the server sends GOAWAY, and after
+    ``grace`` more closes the connection. An ADS stream never ends by itself: the grace
+    bounds how long the proxy keeps its old stream, and then it reconnects, maybe to
+    another replica behind the load balancer. None: connections live as long as they
+    are used (grpc's default)."""
+    if max_age is None:
+        return []
+    return [
+        ("grpc.max_connection_age_ms", max(1, round(max_age * 1000))),
+        ("grpc.max_connection_age_grace_ms", max(1, round(grace * 1000))),
+    ]
+
+
+async def start_grpc_server(
+    ads: AdsServer,
+    address: str,
+    *,
+    max_connection_age: float | None = None,
+    max_connection_age_grace: float = 10.0,
+) -> tuple[grpc.aio.Server, int]:
+    """Start serving ADS on ``address`` (``host:port``; port 0 picks a free one), closing
+    connections older than ``max_connection_age`` seconds (see ``age_options``).
 
     Returns the started ``grpc.aio.Server`` and the port it listens on. Stop it with
     ``await server.stop(grace)``.
     """
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    options = SERVER_OPTIONS + age_options(max_connection_age, max_connection_age_grace)
+    server = grpc.aio.server(options=options)
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
     try:
         port = int(server.add_insecure_port(address))
