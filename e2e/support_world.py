@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from pilotfish.bootstrap import BootstrapOptions, render_bootstrap
+from pilotfish.bootstrap import BootstrapOptions, XdsProtocol, render_bootstrap
 from testsupport.envoy import EnvoyProcess
 from testsupport.http import Response, request
 from testsupport.pilotfish import InProcessPilotfish
@@ -98,9 +98,15 @@ class GatewayWorld:
 
 @contextmanager
 def gateway_world(
-    config_dir: Path, name: str, files: dict[str, list[dict[str, Any]]], gateway_port: int = 0
+    config_dir: Path,
+    name: str,
+    files: dict[str, list[dict[str, Any]]],
+    gateway_port: int = 0,
+    xds_protocol: XdsProtocol | None = None,
 ) -> Iterator[GatewayWorld]:
-    """`files` (name -> manifests) are in place before pilotfish starts."""
+    """`files` (name -> manifests) are in place before pilotfish starts. `xds_protocol`:
+    Envoy's ADS as "sotw" or "delta" (None: the bootstrap's default, or the environment's
+    choice: testsupport/envoy.py)."""
     world = GatewayWorld(config_dir, gateway_port or free_port())
     world.write("ingressgateway.yaml", gateway_service_docs(world.gateway_port))
     for file_name, docs in files.items():
@@ -115,7 +121,7 @@ def gateway_world(
             xds_address=pilotfish.xds_address,
             admin_port=0,
         )
-        with EnvoyProcess(render_bootstrap(options), name=name) as envoy:
+        with EnvoyProcess(render_bootstrap(options), name=name, xds_protocol=xds_protocol) as envoy:
             world.envoy = envoy
             envoy.wait_ready()
             yield world

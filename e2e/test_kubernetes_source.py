@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pilotfish.bootstrap import BootstrapOptions, render_bootstrap
+from pilotfish.bootstrap import XDS_PROTOCOLS, BootstrapOptions, render_bootstrap
 from pilotfish.sources.kubernetes import KubernetesSettings, KubernetesSource
 from testsupport.envoy import EnvoyProcess
 from testsupport.fake_kube import FakeKube
@@ -121,8 +121,11 @@ class Cluster:
         ]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@pytest.fixture(scope="module", params=XDS_PROTOCOLS)
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Once with Envoy on state-of-the-world ADS, once on delta."""
     kubeconfig = tmp_path_factory.mktemp("kube") / "kubeconfig"
     with HttpbinServer() as httpbin, FakeKube(istio_versions=("v1", "v1beta1")) as kube:
         world = Cluster(kube, httpbin, free_port(), free_port())
@@ -156,7 +159,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 xds_address=pilotfish.xds_address,
                 admin_port=0,
             )
-            with EnvoyProcess(render_bootstrap(options), name="kube-ingress") as envoy:
+            with EnvoyProcess(
+                render_bootstrap(options), name="kube-ingress", xds_protocol=request.param
+            ) as envoy:
                 world.envoy = envoy
                 envoy.wait_ready()
                 yield world

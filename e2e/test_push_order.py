@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from e2e.support_world import GatewayWorld, gateway_world
+from pilotfish.bootstrap import XDS_PROTOCOLS
 from testsupport.upstreams import EchoHttpServer
 from testsupport.wait import wait_until
 
@@ -218,15 +219,18 @@ class Flipper:
         )
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayWorld]:
+@pytest.fixture(scope="module", params=XDS_PROTOCOLS)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayWorld]:
+    """Once with Envoy on state-of-the-world ADS, once on delta (the same ordering)."""
     config_dir: Path = tmp_path_factory.mktemp("config")
     with EchoHttpServer("v1") as v1, EchoHttpServer("v2") as v2:
         files = {
             "registry.yaml": registry_docs({"v1": v1, "v2": v2}),
             "flip.yaml": flip_docs("v1", ["v1"]),
         }
-        with gateway_world(config_dir, "pushorder", files) as w:
+        with gateway_world(config_dir, "pushorder", files, xds_protocol=request.param) as w:
             w.wait_status("/", HOST, 200)
             yield w
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from e2e.support_world import GatewayWorld, gateway_world, service_docs
+from pilotfish.bootstrap import XDS_PROTOCOLS
 from testsupport.ports import free_port
 from testsupport.upstreams import EchoHttpServer, EchoReply, RecordedRequest
 
@@ -175,8 +176,11 @@ class World:
             return list(pool.map(lambda _: self.get(path), range(n)))
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@pytest.fixture(scope="module", params=XDS_PROTOCOLS)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """Once with Envoy on state-of-the-world ADS, once on delta."""
     config_dir = tmp_path_factory.mktemp("routing")
     flaky = Flaky()
     names = ("v1", "v2", "shadow", "flaky")
@@ -188,7 +192,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         registry = [doc for n, s in servers.items() for doc in service_docs(n, s.port)]
         registry += service_docs("self", gateway_port)  # the gateway itself, for 2 hops
         files = {"registry.yaml": registry, "routing.yaml": routing_docs()}
-        with gateway_world(config_dir, "routing", files, gateway_port) as gateway:
+        with gateway_world(
+            config_dir, "routing", files, gateway_port, xds_protocol=request.param
+        ) as gateway:
             gateway.wait_status("/reviews", HOST, 200)
             yield World(gateway, servers)
     finally:
