@@ -406,6 +406,12 @@ def test_health_and_metrics(world: Deployment) -> None:
     assert [r["name"] for r in dump["resources"]["lds"]["resources"]] == [
         f"0.0.0.0_{world.gateway_port}"
     ]
+    rds_versions = dump["resources"]["rds"]["resource_versions"]
+    assert sorted(rds_versions.values()) == sorted(
+        world.pilotfish.call(lambda: route_hashes(world))
+    )
+    if world.xds_protocol == "delta":  # what Envoy shows as each route configuration's version
+        assert envoy_accepted_versions(world.envoy)["rds"] == set(rds_versions.values())
     assert world.pilotfish.debug("/debug/config_dump?proxy=nobody").status == 404
 
 

@@ -15,7 +15,7 @@ from google.rpc import status_pb2
 
 from pilotfish.xds import types
 from pilotfish.xds.cache import SnapshotCache, VersionedSnapshot
-from pilotfish.xds.delta import DeltaStreamProtocol
+from pilotfish.xds.delta import MAX_OUTSTANDING, DeltaStreamProtocol
 from pilotfish.xds.snapshot import Snapshot
 from pilotfish.xds.status import SyncStatus
 from pilotfish.xds.stream import Ack, Held, Kept, Nack, Send, Unsupported
@@ -403,3 +403,14 @@ def test_subscription_changes_count_whatever_nonce_they_carry() -> None:
     assert list(carried(first)) == ["s"] and list(carried(second)) == ["t"]
     envoy.request(SDS, answer=second)  # answers both
     assert envoy.status()["sds"] == "SYNCED"
+
+
+def test_a_client_that_never_answers_does_not_grow_the_stream() -> None:
+    envoy = Envoy()
+    envoy.start(snap(clusters=[A]))
+    for port in range(1, MAX_OUTSTANDING + 10):
+        envoy.set(snap(clusters=[A], ports={A: port}))
+    assert len(envoy.proto.types[EDS].outstanding) == MAX_OUTSTANDING
+    [ack] = envoy.ack(EDS)  # the latest is still known
+    assert isinstance(ack, Ack)
+    assert envoy.status()["eds"] == "SYNCED"

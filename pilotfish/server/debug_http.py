@@ -58,6 +58,8 @@ def build_app(
         for type_url, resources in entry.snapshot.resources.items():
             dump["resources"][short_name(type_url)] = {
                 "version": entry.version(type_url),
+                # Each resource's own version on a delta stream (its content hash).
+                "resource_versions": dict(sorted(entry.snapshot.resource_hashes(type_url).items())),
                 "resources": [
                     redact(message_to_data(resources[name])) for name in sorted(resources)
                 ],

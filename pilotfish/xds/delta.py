@@ -66,6 +66,10 @@ from pilotfish.xds.stream import (
 )
 
 WILDCARD = "*"
+# Responses remembered until answered, per type. Envoy answers each one in order; a
+# client that never does must not make the stream grow without bound: past this, the
+# oldest is forgotten (an answer to it is then ignored, like one from an earlier stream).
+MAX_OUTSTANDING = 64
 
 
 @dataclass(frozen=True)
@@ -395,6 +399,8 @@ class DeltaStreamProtocol:
         state.sent_nonce = nonce
         state.answer_pending = False
         state.outstanding[nonce] = _Response(version, send, before)
+        if len(state.outstanding) > MAX_OUTSTANDING:
+            del state.outstanding[next(iter(state.outstanding))]
         if type_url in ordering.ROUTING_TYPES:
             for name, entry in send.items():
                 versions = state.in_use.get(name, ())
