@@ -66,3 +66,4 @@ bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/translate_bench.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/xds_bench.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/sidecar_bench.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/loop_stall_bench.py

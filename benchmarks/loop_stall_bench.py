@@ -13,7 +13,9 @@ then) and after one VirtualService is changed (its file rewritten): the longest 
 from the edit until the proxy ACKed the new route configuration, the time from the edit
 until the proxy's new snapshot is in the xDS cache, and until it is ACKed. While the
 change is applied, a thread requests /healthz/ready in a loop: its slowest answer is
-printed too. Prints figures; asserts nothing.
+printed too. The floor, in the same window: the longest lateness of the same probe in
+an idle process of its own (what the machine's scheduler alone costs; on a shared
+machine that is tens of milliseconds). Prints figures; asserts nothing.
 
     make bench                       # N = 10000
     python benchmarks/loop_stall_bench.py 2000
@@ -29,6 +31,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +123,22 @@ class LagProbe:
             self.ticks += 1
 
 
+def idle_probe(conn: Connection) -> None:
+    """The floor: the same ticks in a process doing nothing else ("reset", "read")."""
+    worst = 0.0
+    while True:
+        if conn.poll():
+            message = conn.recv()
+            if message == "stop":
+                return
+            if message == "read":
+                conn.send(worst)
+            worst = 0.0
+        before = time.perf_counter()
+        time.sleep(TICK)
+        worst = max(worst, time.perf_counter() - before - TICK)
+
+
 class ReadyPoller(threading.Thread):
     """GET /healthz/ready in a loop from another thread; the slowest answer."""
 
@@ -165,6 +184,9 @@ async def run(n: int) -> None:
     loop = asyncio.get_running_loop()
     ctx = multiprocessing.get_context("spawn")
     conn, child_conn = ctx.Pipe()
+    floor_conn, floor_child = ctx.Pipe()
+    floor = ctx.Process(target=idle_probe, args=(floor_child,), daemon=True)
+    floor.start()
     proc: Any = None
     try:
         started = time.perf_counter()
@@ -211,12 +233,15 @@ async def run(n: int) -> None:
         poller.start()
         await asyncio.sleep(0.2)  # the poller's first answers
         probe.reset()
+        floor_conn.send("reset")
         edited = time.perf_counter()
         await loop.run_in_executor(None, write_chunk, root, 0, n, 0)
         to_snapshot = await until(snapshot_changed, edited)
         to_ack = await until(acked, edited)
         await asyncio.sleep(3 * TICK)
         change_stall, ticks = probe.worst, probe.ticks
+        floor_conn.send("read")
+        floor_stall = floor_conn.recv()
         total = time.perf_counter() - edited
         poller.stop.set()
         await loop.run_in_executor(None, poller.join, 30.0)
@@ -232,7 +257,8 @@ async def run(n: int) -> None:
         print(
             f"N={n}: one VirtualService changed -> new snapshot in the cache {ms(to_snapshot)}, "
             f"RDS ACKed by the proxy {ms(to_ack)}; longest event-loop stall meanwhile "
-            f"{ms(change_stall)} ({ticks} probe ticks in {total:.1f} s); slowest /healthz/ready "
+            f"{ms(change_stall)} ({ticks} probe ticks in {total:.1f} s; an idle process's "
+            f"probe, same window: {ms(floor_stall)}); slowest /healthz/ready "
             f"{ms(poller.worst)} ({poller.requests} requests)",
             flush=True,
         )
@@ -240,6 +266,8 @@ async def run(n: int) -> None:
             print(f"        !! server warnings/errors: {dict(log_counter.events)}", flush=True)
     finally:
         probing.cancel()
+        floor_conn.send("stop")
+        floor.join(5.0)
         if proc is not None:
             conn.send("stop")
             await loop.run_in_executor(None, proc.join, 20.0)

@@ -299,16 +299,16 @@ class ControlPlane:
         return rendering.config
 
     def _install_all(self, rendering: Rendering, done: Translations) -> None:
-        replaced = [self._rendering]
+        replaced: list[object] = [self._rendering]
         self._rendering = rendering
         metrics.CONFIG_RELOADS.inc()
         for proxy in self.proxies():
             self._install(proxy, done[proxy.id][1])
         self._report_status()
         gc_pause.settle()
-        # Freeing a large config's objects takes tens of milliseconds: not on the loop.
+        # Freeing a large config's objects takes ~0.1 s: in the worker, a few at a time.
         with contextlib.suppress(RuntimeError):  # closed: then the loop frees it
-            self._reload_worker.submit(replaced.clear)
+            self._reload_worker.submit(gc_pause.release_in_pieces, replaced)
 
     def _install(self, proxy: Proxy, translated: Translated) -> None:
         self._proxy_status[proxy.id] = translated.status
