@@ -66,6 +66,15 @@ _HEADER_REGEX = {
     validate_pb2.HTTP_HEADER_VALUE: r"^[^\x00-\x08\x0A-\x1F\x7F]*$",
 }
 _HEADER_STRING = r"^[^\x00\x0A\x0D]*$"  # what strict: false allows, names and values alike
+# The same three with Python's re, whole-string (fullmatch: re's `$` would also match
+# before a final newline, RE2's does not). For these ASCII character classes both
+# engines agree (tests/test_xds_pgv.py checks it); they are matched once per string of
+# every route and listener, and google-re2's binding releases and re-takes the GIL on
+# each call, which keeps a waiting event loop from getting it for 100s of milliseconds.
+_HEADER_FULLMATCH = {
+    pattern: re.compile(pattern.removeprefix("^").removesuffix("$")).fullmatch
+    for pattern in (*_HEADER_REGEX.values(), _HEADER_STRING)
+}
 _HOSTNAME_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
@@ -408,7 +417,7 @@ def _string(value: str, rules: validate_pb2.StringRules) -> list[str]:
     well_known = rules.WhichOneof("well_known")
     if well_known == "well_known_regex":
         pattern = _HEADER_REGEX.get(rules.well_known_regex) if rules.strict else _HEADER_STRING
-        if pattern and not _matches(pattern, value):
+        if pattern and not _HEADER_FULLMATCH[pattern](value):
             what = {
                 validate_pb2.HTTP_HEADER_NAME: "a valid HTTP header name",
                 validate_pb2.HTTP_HEADER_VALUE: "a valid HTTP header value",
